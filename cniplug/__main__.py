@@ -1,0 +1,3 @@
+from cniplug.cli import main
+
+main()

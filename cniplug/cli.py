@@ -1,0 +1,161 @@
+"""The `cniplug` command for people: --version, install, demo, tutorial."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from importlib import import_module
+from pathlib import Path
+
+from cniplug import __version__
+
+# Plugin type (the `type` in a network config) -> module:function.
+PLUGINS = {
+    "cniplug-bridge": "cniplug.plugins.bridge:main",
+    "cniplug-ptp": "cniplug.plugins.ptp:main",
+    "cniplug-loopback": "cniplug.plugins.loopback:main",
+    "cniplug-host-local": "cniplug.plugins.ipam:host_local_main",
+    "cniplug-static": "cniplug.plugins.ipam:static_main",
+}
+
+WRAPPER = """#!{python} -I
+# cniplug plugin {name}: installed by `cniplug install`. A runtime may exec this with only CNI_*
+# variables set, so the interpreter is absolute and the import path is fixed here.
+import sys
+sys.path[:0] = {paths!r}
+from {module} import {func}
+{func}()
+"""
+
+
+def plugin_argv(name: str) -> list[str]:
+    """How to exec a plugin from this checkout or install without `cniplug install` (tests, demo)."""
+    return [sys.executable, "-m", "cniplug", "plugin", name]
+
+
+def run_plugin(name: str) -> None:
+    module, func = PLUGINS[name].split(":")
+    sys.argv = [name, *sys.argv[3:]]
+    getattr(import_module(module), func)()
+
+
+def import_paths() -> list[str]:
+    """Directories holding cniplug and its dependencies, for wrappers run with `python -I`."""
+    paths = []
+    for mod in ("cniplug", "sh", "jinja2", "markupsafe"):
+        spec_origin = import_module(mod).__file__ or ""
+        top = Path(spec_origin).resolve().parent
+        if mod != "sh":  # sh is a single module, the others are packages
+            top = top.parent
+        if str(top) not in paths:
+            paths.append(str(top))
+    return paths
+
+
+def install(bin_dir: str) -> int:
+    os.makedirs(bin_dir, mode=0o755, exist_ok=True)
+    paths = import_paths()
+    for name, target in PLUGINS.items():
+        module, func = target.split(":")
+        path = Path(bin_dir) / name
+        tmp = path.with_name(f".{name}.tmp{os.getpid()}")
+        tmp.write_text(WRAPPER.format(python=sys.executable, name=name, paths=paths, module=module, func=func))
+        tmp.chmod(0o755)
+        tmp.replace(path)  # atomic: a runtime never execs a half-written file ("text file busy" too)
+        print(f"installed {path}")
+    return 0
+
+
+def demo(subnet: str, keep: bool) -> int:
+    """The README's main job: attach a throwaway namespace to a bridge network, show it, clean up."""
+    if os.geteuid() != 0:
+        print("cniplug demo needs root (it creates a network namespace and a bridge)", file=sys.stderr)
+        return 1
+    tag = f"cnidemo{os.getpid() % 100000}"
+    netns, bridge = tag, f"{tag}br"[:15]
+    data_dir = tempfile.mkdtemp(prefix="cniplug-demo-")
+    config = {
+        "cniVersion": "1.1.0", "name": tag, "type": "cniplug-bridge", "bridge": bridge,
+        "isGateway": True, "isDefaultGateway": True, "ipMasq": True,
+        "ipam": {"type": "cniplug-host-local", "dataDir": data_dir, "ranges": [[{"subnet": subnet}]]},
+    }
+    env = {"CNI_CONTAINERID": tag, "CNI_NETNS": f"/run/netns/{netns}", "CNI_IFNAME": "eth0",
+           "CNI_PATH": "/usr/lib/cni", "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
+    raw = json.dumps(config).encode()
+
+    def call(command: str, *extra: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(plugin_argv("cniplug-bridge") + list(extra), input=raw,
+                              env={**env, "CNI_COMMAND": command}, capture_output=True)
+
+    def show(title: str, argv: list[str]) -> int:
+        print(f"\n== {title}\n$ {' '.join(argv)}")
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        print((proc.stdout + proc.stderr).rstrip())
+        return proc.returncode
+
+    bridge_existed = os.path.exists(f"/sys/class/net/{bridge}")
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    ok = False
+    try:
+        print(f"== network config (stdin of the plugin)\n{json.dumps(config, indent=2)}")
+        print("\n== cniplug-bridge ADD --dry-run: the script the plugin is about to run")
+        print(call("ADD", "--dry-run").stdout.decode().rstrip())
+        proc = call("ADD")
+        print(f"\n== ADD result (exit {proc.returncode})\n{proc.stdout.decode().rstrip()}")
+        sys.stderr.write(proc.stderr.decode())
+        if proc.returncode != 0:
+            return 1
+        result = json.loads(proc.stdout)
+        gateway = result["ips"][0]["gateway"]
+        show("container addresses", ["ip", "-n", netns, "-br", "addr"])
+        show("container routes", ["ip", "-n", netns, "route"])
+        rc = show(f"ping the gateway {gateway} from the container",
+                  ["ip", "netns", "exec", netns, "ping", "-c", "2", "-W", "1", gateway])
+        proc = call("CHECK")
+        print(f"\n== CHECK: exit {proc.returncode} {proc.stdout.decode().strip()}")
+        ok = rc == 0 and proc.returncode == 0
+    finally:
+        if not keep:
+            proc = call("DEL")
+            print(f"\n== DEL: exit {proc.returncode} {proc.stdout.decode().strip()}")
+            subprocess.run(["ip", "netns", "delete", netns], check=False)
+            if not bridge_existed:
+                subprocess.run(["ip", "link", "delete", bridge], check=False, capture_output=True)
+            subprocess.run(["rm", "-rf", "--", data_dir], check=False)
+            print("cleaned up: namespace, bridge, NAT chain and IPAM reservations removed")
+    print("\ndemo " + ("passed" if ok else "FAILED"))
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["plugin"] and len(argv) > 1:
+        run_plugin(argv[1])
+        return
+    parser = argparse.ArgumentParser(prog="cniplug", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"cniplug {__version__}")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("install", help="put executables for every plugin type into a CNI bin dir")
+    p.add_argument("--bin-dir", default="/opt/cni/bin")
+    p = sub.add_parser("demo", help="attach a throwaway namespace to a bridge network, show it, clean up")
+    p.add_argument("--subnet", default="10.244.250.0/24")
+    p.add_argument("--keep", action="store_true", help="leave the namespace and network in place")
+    p = sub.add_parser("tutorial", help="print (or --run) the tutorial's scripts, rendered from the plugin macros")
+    p.add_argument("example", type=int, choices=(1, 2, 3))
+    p.add_argument("--lang", choices=("en", "zh"), default="en")
+    p.add_argument("--prefix", default="", help="prefix for every name the script creates")
+    p.add_argument("--subnet", default="", help="replace the tutorial's 10.x.y.0/24 base subnet")
+    p.add_argument("--run", action="store_true", help="run it in throwaway namespaces, check the pings, clean up")
+    args = parser.parse_args(argv)
+    if args.cmd == "install":
+        sys.exit(install(args.bin_dir))
+    if args.cmd == "demo":
+        sys.exit(demo(args.subnet, args.keep))
+    if args.cmd == "tutorial":
+        from cniplug import tutorial
+
+        sys.exit(tutorial.main(args.example, args.lang, args.prefix, args.subnet, args.run))

@@ -1,0 +1,134 @@
+"""Read-only probes of the host and container state. They run before rendering; nothing here changes anything."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+from typing import Any
+
+from cniplug import runner
+from cniplug.spec import CNIError, ERR_INTERNAL, ERR_INVALID_ENV
+
+NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3)
+CLONE_NEWNET = 0x40000000
+_NAMED_NS = re.compile(r"^/(?:var/)?run/netns/([^/]+)$")
+
+
+def check_netns(path: str) -> None:
+    """CNI_NETNS must be a network namespace, and not the one the plugin runs in."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        raise CNIError(ERR_INVALID_ENV, f"failed to open netns {path!r}", err.strerror or str(err)) from None
+    try:
+        try:
+            kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+        except OSError:
+            kind = -1
+        if kind != CLONE_NEWNET:
+            raise CNIError(ERR_INVALID_ENV, f"CNI_NETNS {path!r} is not a network namespace")
+        mine = os.stat("/proc/self/ns/net")
+        theirs = os.fstat(fd)
+        if (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino):
+            raise CNIError(ERR_INVALID_ENV, f"CNI_NETNS {path!r} is the plugin's own network namespace")
+    finally:
+        os.close(fd)
+
+
+def netns_alive(path: str) -> bool:
+    """For DEL: is there still a namespace to clean up inside?"""
+    if not path:
+        return False
+    try:
+        check_netns(path)
+    except CNIError:
+        return False
+    return True
+
+
+def ns_ip(netns: str) -> list[str]:
+    """Command prefix for `ip` inside a netns: `ip -n NAME` for named ones, else nsenter with the path."""
+    named = _NAMED_NS.match(netns)
+    return ["ip", "-n", named.group(1)] if named else ["nsenter", f"--net={netns}", "ip"]
+
+
+def ns_exec(netns: str) -> list[str]:
+    return ["nsenter", f"--net={netns}"]
+
+
+def link_exists(name: str) -> bool:
+    return os.path.exists(f"/sys/class/net/{name}")
+
+
+def is_bridge(name: str) -> bool:
+    return os.path.isdir(f"/sys/class/net/{name}/bridge")
+
+
+IFF_UP = 0x1
+IFF_PROMISC = 0x100
+
+
+def link_flags(name: str) -> int:
+    try:
+        with open(f"/sys/class/net/{name}/flags") as f:
+            return int(f.read().strip(), 16)
+    except (OSError, ValueError):
+        return 0
+
+
+def master_of(name: str) -> str:
+    try:
+        return os.path.basename(os.readlink(f"/sys/class/net/{name}/master"))
+    except OSError:
+        return ""
+
+
+def mac_of(name: str) -> str:
+    try:
+        with open(f"/sys/class/net/{name}/address") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def sysctl(key: str) -> str | None:
+    """Value of a host sysctl ('net.ipv4.ip_forward'), None if it does not exist."""
+    try:
+        with open("/proc/sys/" + key.replace(".", "/")) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def ip_json(prefix: list[str], *args: str) -> list[dict[str, Any]]:
+    """`ip -j ...` through the runner seam; an error (e.g. device not found) gives []."""
+    result = runner.execute([*prefix, "-j", *args])
+    if result.rc != 0 or not result.stdout.strip():
+        return []
+    try:
+        data = json.loads(result.stdout)
+    except ValueError:
+        raise CNIError(ERR_INTERNAL, f"cannot parse output of {' '.join(result.argv)}") from None
+    return data if isinstance(data, list) else []
+
+
+def addresses(prefix: list[str], dev: str) -> list[str]:
+    """Global addresses on dev as CIDRs."""
+    out = []
+    for link in ip_json(prefix, "addr", "show", "dev", dev):
+        for a in link.get("addr_info", []):
+            if a.get("scope") == "global":
+                out.append(f"{a['local']}/{a['prefixlen']}")
+    return out
+
+
+def iptables_rules(family: int, table: str = "nat") -> list[str]:
+    """`iptables -S` lines of one table (empty if iptables is missing or the table cannot be read)."""
+    tool = "iptables" if family == 4 else "ip6tables"
+    try:
+        result = runner.execute([tool, "-w", "-t", table, "-S"])
+    except CNIError:
+        return []
+    return result.stdout.splitlines() if result.rc == 0 else []

@@ -1,0 +1,98 @@
+"""Explanations printed as comments in rendered scripts, in English and Chinese.
+
+Keys are stable ids used by the templates; `{name}` fields are filled from keyword arguments.
+The filled-in values are validated interface names and addresses, never free text from a config.
+"""
+
+from __future__ import annotations
+
+import re
+
+MESSAGES: dict[str, dict[str, str]] = {
+    "loopback_up": {
+        "en": "Bring the loopback interface up in the container (tutorial example 1, step 4)",
+        "zh": "启用容器内的环回接口（教程示例1，步骤4）",
+    },
+    "loopback_down": {
+        "en": "Take the loopback interface down in the container",
+        "zh": "关闭容器内的环回接口",
+    },
+    "netns_add": {"en": "Create network namespace {name}", "zh": "创建网络命名空间 {name}"},
+    "bridge_add": {
+        "en": "Create the bridge {name} (tutorial example 2, step 2)",
+        "zh": "创建网桥 {name}（教程示例2，步骤2）",
+    },
+    "bridge_exists": {
+        "en": "Bridge {name} already exists: reuse it",
+        "zh": "网桥 {name} 已存在：直接使用",
+    },
+    "veth_add": {
+        "en": "Create the veth pair {host} <--> {peer}, peer end directly in the container namespace",
+        "zh": "创建veth pair {host} <--> {peer}，对端直接创建在容器命名空间中",
+    },
+    "veth_attach": {
+        "en": "Attach {host} to bridge {bridge} and bring it up (tutorial example 2, step 4)",
+        "zh": "把 {host} 接到网桥 {bridge} 上并启用（教程示例2，步骤4）",
+    },
+    "container_addr": {
+        "en": "Configure the container side: addresses, link up, routes (tutorial example 2, step 5)",
+        "zh": "配置容器网络：地址、启用接口、路由（教程示例2，步骤5）",
+    },
+    "gateway_addr": {
+        "en": "Give the bridge the gateway address {addr}",
+        "zh": "给网桥分配网关地址 {addr}",
+    },
+    "gateway_present": {
+        "en": "Bridge already has gateway address {addr}",
+        "zh": "网桥已有网关地址 {addr}",
+    },
+    "forwarding": {
+        "en": "Enable IP forwarding (tutorial example 2, step 6)",
+        "zh": "启用IP转发（教程示例2，步骤6）",
+    },
+    "forwarding_on": {"en": "IP forwarding is already on: {key}", "zh": "IP转发已开启：{key}"},
+    "masq": {
+        "en": "NAT to the outside: per-container chain {chain} masquerades traffic leaving the subnet",
+        "zh": "NAT访问外网：每个容器一条链 {chain}，对离开子网的流量做MASQUERADE",
+    },
+    "container_del": {
+        "en": "Delete the container interface; its veth peer on the host goes with it",
+        "zh": "删除容器接口；主机上的veth对端随之消失",
+    },
+    "netns_gone": {
+        "en": "The container namespace is gone (or not given): nothing to delete inside it",
+        "zh": "容器命名空间已不存在（或未提供）：无需在其中删除",
+    },
+    "masq_del": {"en": "Remove the NAT chain {chain} and the rules jumping to it", "zh": "删除NAT链 {chain} 及跳转到它的规则"},
+    "masq_gone": {"en": "No NAT chain {chain} left to remove", "zh": "没有需要删除的NAT链 {chain}"},
+    "ipam_note": {
+        "en": "IPAM ({type}) assigned {addrs}; the reservation is kept by IPAM, not by this script",
+        "zh": "IPAM（{type}）分配了 {addrs}；地址预留由IPAM完成，不在本脚本中",
+    },
+    "ptp_host": {
+        "en": "Host side: gateway address on {host} and a host route to each container address",
+        "zh": "主机端：在 {host} 上配置网关地址，并为每个容器地址添加主机路由",
+    },
+    "ptp_container": {
+        "en": "Container side: addresses, link up, routes via the gateway on the point-to-point link",
+        "zh": "容器端：地址、启用接口、经点对点链路上的网关的路由",
+    },
+    "ping": {"en": "Check connectivity: ping {addr} from {ns}", "zh": "测试连通性：从 {ns} ping {addr}"},
+    "router_ns": {
+        "en": "Enable forwarding in the router namespace (tutorial example 3, step 5)",
+        "zh": "在路由器命名空间中启用转发（教程示例3，步骤5）",
+    },
+    "move_link": {"en": "Move {dev} into namespace {ns}", "zh": "将 {dev} 移入命名空间 {ns}"},
+    "outside": {
+        "en": "Namespace {ns} stands in for the outside world (the tutorial pings 8.8.8.8)",
+        "zh": "命名空间 {ns} 充当外网（教程中 ping 8.8.8.8）",
+    },
+}
+
+
+def say(key: str, lang: str = "en", **fields: object) -> str:
+    entry = MESSAGES[key]
+    text = entry.get(lang) or entry["en"]
+    # A newline in a field would end the comment and start a command: flatten control characters.
+    safe = {k: re.sub(r"[\x00-\x1f]", "?", str(v)) for k, v in fields.items()}
+    return "# " + text.format(**safe)

@@ -1,0 +1,53 @@
+"""IPAM dispatch: built-in `cniplug-host-local` / `cniplug-static`, anything else exec'd from CNI_PATH."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cniplug.skel import Request
+from cniplug.spec import CNIError, ERR_INVALID_CONFIG
+
+BUILTIN = ("cniplug-host-local", "cniplug-static")
+
+
+def ipam_type(req: Request) -> str:
+    ipam = req.config.get("ipam")
+    if ipam is None or ipam == {}:
+        return ""
+    if not isinstance(ipam, dict):
+        raise CNIError(ERR_INVALID_CONFIG, f"field 'ipam' must be an object, got {ipam!r}")
+    kind = ipam.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise CNIError(ERR_INVALID_CONFIG, f"field 'ipam.type' must be a non-empty string, got {kind!r}")
+    return kind
+
+
+def _module(kind: str) -> Any:
+    if kind == "cniplug-host-local":
+        from cniplug.ipam import host_local
+
+        return host_local
+    from cniplug.ipam import static
+
+    return static
+
+
+def run(req: Request, verb: str) -> dict[str, Any] | None:
+    """Run IPAM `verb` (ADD/DEL/CHECK/GC/STATUS) for this request; ADD returns a 1.1-shaped result."""
+    kind = ipam_type(req)
+    if not kind:
+        return None
+    if kind in BUILTIN:
+        mod = _module(kind)
+        func = {"ADD": mod.add, "DEL": mod.delete, "CHECK": mod.check, "GC": mod.gc, "STATUS": mod.status}[verb]
+        result: dict[str, Any] | None = func(req)
+        return result
+    from cniplug.ipam import delegate
+
+    if req.dry_run:
+        # Exec'ing a delegate would reserve addresses: a dry run must not. Show a placeholder instead.
+        if verb != "ADD":
+            return None
+        raise CNIError(ERR_INVALID_CONFIG, f"--dry-run cannot preview delegated IPAM {kind!r}",
+                       "use a built-in IPAM (cniplug-host-local, cniplug-static) to preview addresses")
+    return delegate.exec_plugin(req, verb)

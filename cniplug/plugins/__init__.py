@@ -1,0 +1,1 @@
+"""One module per plugin type; each has a main() that the console scripts call."""

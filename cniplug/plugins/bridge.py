@@ -1,0 +1,243 @@
+"""cniplug-bridge: the tutorial's example 2 as a CNI plugin (veth into a Linux bridge, gateway, NAT).
+
+Config keys and defaults follow the reference bridge plugin (cni-notes 3.1).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from cniplug import facts, ipam, skel
+from cniplug.plugins import common
+from cniplug.skel import Request, check_ifname
+from cniplug.spec import CNIError, ERR_INTERNAL, ERR_INVALID_CONFIG, ERR_UNSUPPORTED_FIELD
+
+LOCK_DIR = "/run/cniplug"
+
+
+@dataclass
+class BridgeConfig:
+    bridge: str
+    is_gateway: bool
+    is_default_gateway: bool
+    force_address: bool
+    ip_masq: bool
+    mtu: int
+    hairpin: bool
+    promisc: bool
+    vlan: int
+    enable_dad: bool
+
+
+def parse_config(req: Request) -> BridgeConfig:
+    c = req.config
+    name = c.get("bridge", "cni0")
+    if not isinstance(name, str):
+        raise CNIError(ERR_INVALID_CONFIG, f"field 'bridge' must be a string, got {name!r}")
+    check_ifname(name, "bridge")
+    is_default = common.get_bool(c, "isDefaultGateway")
+    cfg = BridgeConfig(
+        bridge=name,
+        is_gateway=common.get_bool(c, "isGateway") or is_default,
+        is_default_gateway=is_default,
+        force_address=common.get_bool(c, "forceAddress"),
+        ip_masq=common.get_bool(c, "ipMasq"),
+        mtu=common.get_mtu(c),
+        hairpin=common.get_bool(c, "hairpinMode"),
+        promisc=common.get_bool(c, "promiscMode"),
+        vlan=common.get_int(c, "vlan", 0, 4094),
+        enable_dad=common.get_bool(c, "enabledad"),
+    )
+    if cfg.hairpin and cfg.promisc:
+        raise CNIError(ERR_INVALID_CONFIG, "cannot set hairpinMode and promiscMode at the same time")
+    if common.get_bool(c, "macspoofchk"):
+        raise CNIError(ERR_UNSUPPORTED_FIELD, "field 'macspoofchk': true is not supported",
+                       "the reference implements it with nftables; cniplug uses only ip/iptables/sysctl")
+    if cfg.vlan and cfg.is_gateway:
+        raise CNIError(ERR_UNSUPPORTED_FIELD, f"field 'vlan': {cfg.vlan} together with isGateway is not supported",
+                       "use vlan for L2 attachments, or isGateway without vlan")
+    for key in ("vlanTrunk", "disableContainerInterface", "portIsolation"):
+        if c.get(key):
+            raise CNIError(ERR_UNSUPPORTED_FIELD, f"field {key!r}: {c[key]!r} is not supported")
+    ipam.ipam_type(req)
+    return cfg
+
+
+@contextmanager
+def bridge_lock(name: str) -> Iterator[None]:
+    """Serialise plugin runs on one bridge: creating it, its gateway address and rollback stay consistent."""
+    os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
+    fd = os.open(f"{LOCK_DIR}/bridge-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def gateway_of(ip: dict[str, Any], cfg: BridgeConfig) -> str:
+    if ip.get("gateway"):
+        return str(ip["gateway"])
+    if not cfg.is_gateway:
+        return ""
+    return str(next(ipaddress.ip_interface(ip["address"]).network.hosts()))
+
+
+def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None,
+             host_veth: str, mac: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Facts + config -> (template context, result). Probes are read-only."""
+    ips = [dict(ip) for ip in (ipam_result or {}).get("ips", [])]
+    if ipam_result is not None and not ips:
+        raise CNIError(ERR_INTERNAL, "IPAM returned no IP addresses")
+    routes = list((ipam_result or {}).get("routes", []))
+    for ip in ips:
+        gw = gateway_of(ip, cfg)
+        if gw:
+            ip["gateway"] = gw
+        ip["interface"] = 2
+    if cfg.is_default_gateway:
+        for family, dst in ((4, "0.0.0.0/0"), (6, "::/0")):
+            gws = [ip["gateway"] for ip in ips if ipaddress.ip_interface(ip["address"]).version == family
+                   and ip.get("gateway")]
+            has_default = any(r.get("dst") == dst and r.get("gw") for r in routes)
+            if gws and not has_default:
+                routes = [r for r in routes if r.get("dst") != dst] + [{"dst": dst, "gw": gws[0]}]
+    result: dict[str, Any] = {"cniVersion": "1.1.0", "ips": ips, "routes": routes}
+    if ipam_result and ipam_result.get("dns"):
+        result["dns"] = ipam_result["dns"]
+    if isinstance(req.config.get("dns"), dict) and req.config["dns"]:
+        result["dns"] = req.config["dns"]
+
+    exists = facts.link_exists(cfg.bridge)
+    if exists and not facts.is_bridge(cfg.bridge):
+        raise CNIError(ERR_INVALID_CONFIG, f"field 'bridge': {cfg.bridge!r} already exists but is not a bridge")
+    ipv6 = os.path.isdir("/proc/sys/net/ipv6")
+    accept_ra_old = facts.sysctl(f"net.ipv6.conf.{cfg.bridge}.accept_ra") if exists else None
+    bridge_up = exists and bool(facts.link_flags(cfg.bridge) & facts.IFF_UP)
+    bridge_addrs = facts.addresses(["ip"], cfg.bridge) if exists and cfg.is_gateway else []
+    families = {ipaddress.ip_interface(ip["address"]).version for ip in ips}
+
+    gateways = []
+    forwarding = []
+    if cfg.is_gateway:
+        for ip in ips:
+            iface = ipaddress.ip_interface(ip["address"])
+            cidr = f"{ip['gateway']}/{iface.network.prefixlen}"
+            present = cidr in bridge_addrs
+            conflicting = [a for a in bridge_addrs if a != cidr and ipaddress.ip_interface(a).version == iface.version
+                           and (iface.version == 4 or ipaddress.ip_interface(a).network.overlaps(iface.network))]
+            if conflicting and not present and not cfg.force_address:
+                raise CNIError(ERR_INVALID_CONFIG, f"bridge {cfg.bridge!r} already has an IP address different "
+                               f"from {cidr}: {', '.join(conflicting)}", "set forceAddress to replace it")
+            if any(g["cidr"] == cidr for g in gateways):
+                continue
+            gateways.append({"cidr": cidr, "present": present, "remove": [] if present else conflicting})
+        for family in sorted(families):
+            key = "net.ipv4.ip_forward" if family == 4 else "net.ipv6.conf.all.forwarding"
+            old = facts.sysctl(key)
+            if old is not None and old != "1":
+                forwarding.append((key, old))
+
+    sysctls: list[tuple[str, Any]] = []
+    if 4 in families:
+        sysctls.append((f"net.ipv4.conf.{req.ifname}.arp_notify", 1))
+    if 6 in families:
+        sysctls.append((f"net.ipv6.conf.{req.ifname}.disable_ipv6", 0))
+        if cfg.enable_dad:
+            sysctls += [(f"net.ipv6.conf.{req.ifname}.enhanced_dad", 1), (f"net.ipv6.conf.{req.ifname}.accept_dad", 1)]
+        else:
+            sysctls.append((f"net.ipv6.conf.{req.ifname}.accept_dad", 0))
+    context = {
+        "bridge": {"name": cfg.bridge, "create": not exists, "mtu": cfg.mtu, "vlan_filtering": bool(cfg.vlan),
+                   "mac": common.random_mac() if not exists else "", "promisc": cfg.promisc and not (
+                       exists and facts.link_flags(cfg.bridge) & facts.IFF_PROMISC),
+                   "accept_ra_set": ipv6 and accept_ra_old != "0", "accept_ra_old": accept_ra_old,
+                   "up": bridge_up},
+        "veth": {"host": host_veth, "peer": req.ifname, "netns": req.netns, "mtu": cfg.mtu, "mac": mac,
+                 "hairpin": cfg.hairpin, "vlan": cfg.vlan, "accept_ra": ipv6},
+        "container": {"ip": facts.ns_ip(req.netns), "exec": facts.ns_exec(req.netns), "sysctls": sysctls,
+                      "addrs": [ip["address"] for ip in ips], "up": True,
+                      "routes": common.routes_with_gateways(result)},
+        "gateways": gateways,
+        "forwarding": forwarding,
+        "masq": common.masq_plan(req, ips) if cfg.ip_masq and ips else None,
+        "ipam_note": {"type": ipam.ipam_type(req), "addrs": ", ".join(ip["address"] for ip in ips)} if ips else None,
+    }
+    return context, result
+
+
+def add(req: Request) -> dict[str, Any] | str | None:
+    cfg = parse_config(req)
+    mac = common.mac_from_request(req)
+    if not req.dry_run:
+        facts.check_netns(req.netns)
+    with common.maybe_lock(req, bridge_lock, cfg.bridge), common.ipam_transaction(req) as ipam_result:
+        host_veth = common.host_veth_name()
+        mac = mac or common.random_mac()
+        context, result = plan_add(req, cfg, ipam_result, host_veth, mac)
+        text = common.perform(req, "bridge/add.sh.j2", **context)
+        if text is not None:
+            return text
+    result["interfaces"] = [
+        {"name": cfg.bridge, "mac": facts.mac_of(cfg.bridge)},
+        {"name": host_veth, "mac": facts.mac_of(host_veth)},
+        {"name": req.ifname, "mac": mac, "sandbox": req.netns},
+    ]
+    if cfg.mtu:
+        result["interfaces"][2]["mtu"] = cfg.mtu
+    return result
+
+
+def delete(req: Request) -> str | None:
+    cfg = parse_config(req)
+    with common.maybe_lock(req, bridge_lock, cfg.bridge):
+        alive = facts.netns_alive(req.netns)
+        text = common.perform(
+            req, "bridge/del.sh.j2", best_effort=True, alive=alive, ifname=req.ifname,
+            container_ip=facts.ns_ip(req.netns) if alive else [],
+            masq=common.masq_teardown(req) if cfg.ip_masq else [],
+        )
+        if text is None:
+            ipam.run(req, "DEL")
+        return text
+
+
+def check(req: Request) -> None:
+    cfg = parse_config(req)
+    ipam.run(req, "CHECK")
+    prev = req.prev_result()
+    if prev is None:
+        raise CNIError(ERR_INVALID_CONFIG, "Required prevResult missing", "CHECK needs the ADD result in prevResult")
+    facts.check_netns(req.netns)
+    if not facts.is_bridge(cfg.bridge):
+        raise CNIError(ERR_INTERNAL, f"bridge {cfg.bridge!r} does not exist or is not a bridge")
+    common.check_attachment(req, prev, bridge=cfg.bridge)
+    if cfg.ip_masq:
+        common.check_masq(req, prev)
+
+
+def gc(req: Request) -> str | None:
+    parse_config(req)
+    text = common.gc_masq(req)
+    if text is not None:
+        return text
+    ipam.run(req, "GC")
+    return None
+
+
+def status(req: Request) -> None:
+    parse_config(req)
+    ipam.run(req, "STATUS")
+
+
+HANDLERS = {"ADD": add, "DEL": delete, "CHECK": check, "GC": gc, "STATUS": status}
+
+
+def main() -> None:
+    skel.main(HANDLERS, "cniplug bridge plugin")

@@ -1,0 +1,307 @@
+"""Pieces every interface plugin shares: render + run (or print for --dry-run), names, MACs, MTU."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+from cniplug import render, script
+from cniplug.runner import Runner
+from cniplug.skel import Request
+from cniplug.spec import CNIError, ERR_INVALID_CONFIG
+
+log = logging.getLogger("cniplug")
+
+# Tests swap this for a RecordingRunner.
+RUNNER_FACTORY = Runner
+
+
+def perform(req: Request, template: str, best_effort: bool = False, **context: Any) -> str | None:
+    """Render the template; with --dry-run return the script text, else run it (rollback on failure)."""
+    context.setdefault("lang", "en")
+    body = render.render(template, **context)
+    parsed = script.parse(body)
+    if req.dry_run:
+        return parsed.text
+    RUNNER_FACTORY().run(parsed, best_effort=best_effort)
+    return None
+
+
+def host_veth_name() -> str:
+    """Like the reference: 'veth' + 8 random hex chars (12 chars, under the 15-byte limit)."""
+    return "veth" + os.urandom(4).hex()
+
+
+def random_mac() -> str:
+    """A random unicast, locally administered MAC."""
+    b = bytearray(os.urandom(6))
+    b[0] = (b[0] & 0xFE) | 0x02
+    return ":".join(f"{x:02x}" for x in b)
+
+
+def chain_name(network: str, container_id: str, prefix: str = "CNI-", length: int = 24) -> str:
+    """Per-container chain name, the same as the reference: CNI- + sha512(name + id)[:24]."""
+    return prefix + hashlib.sha512((network + container_id).encode()).hexdigest()[:length]
+
+
+def masq_comment(network: str, container_id: str) -> str:
+    return f'name: "{network}" id: "{container_id}"'
+
+
+def get_bool(config: dict[str, Any], key: str, default: bool = False) -> bool:
+    value = config.get(key, default)
+    if not isinstance(value, bool):
+        raise CNIError(ERR_INVALID_CONFIG, f"field {key!r} must be true or false, got {value!r}")
+    return value
+
+
+def get_int(config: dict[str, Any], key: str, low: int, high: int, default: int = 0) -> int:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not (low <= value <= high or value == default):
+        raise CNIError(ERR_INVALID_CONFIG, f"field {key!r} must be an integer in {low}..{high}, got {value!r}")
+    return value
+
+
+def get_mtu(config: dict[str, Any]) -> int:
+    """0 = kernel default; otherwise within what Linux accepts for veth/bridge (68..65535)."""
+    return get_int(config, "mtu", 68, 65535)
+
+
+def network_of(cidr: str) -> str:
+    return str(ipaddress.ip_interface(cidr).network)
+
+
+def host_cidr(cidr: str) -> str:
+    """'10.1.1.2/24' -> '10.1.1.2/32' (what iptables -s matches and prints)."""
+    addr = ipaddress.ip_interface(cidr).ip
+    return f"{addr}/{addr.max_prefixlen}"
+
+
+def check_mac(value: str, field: str) -> str:
+    parts = value.split(":")
+    if len(parts) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts):
+        raise CNIError(ERR_INVALID_CONFIG, f"invalid MAC address in {field}: {value!r}")
+    if int(parts[0], 16) & 1:
+        raise CNIError(ERR_INVALID_CONFIG, f"MAC address in {field} is multicast: {value!r}")
+    return value.lower()
+
+
+# ---- shared by the interface plugins (bridge, ptp) -------------------------------------------------
+
+def mac_from_request(req: Request) -> str:
+    """Container MAC: runtimeConfig.mac > args.cni.mac > CNI_ARGS MAC= (as the reference bridge)."""
+    args = req.config.get("args")
+    cni_args = args.get("cni") if isinstance(args, dict) else None
+    for value, field in (
+        (req.runtime_config("mac"), "runtimeConfig.mac"),
+        (cni_args.get("mac") if isinstance(cni_args, dict) else None, "args.cni.mac"),
+        (req.known_args(("IP", "MAC", "GATEWAY")).get("MAC"), "CNI_ARGS MAC"),
+    ):
+        if value:
+            if not isinstance(value, str):
+                raise CNIError(ERR_INVALID_CONFIG, f"{field} must be a string, got {value!r}")
+            return check_mac(value, field)
+    return ""
+
+
+def routes_with_gateways(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Routes as the container gets them: a route without `gw` goes via the first gateway of its family."""
+    gateways: dict[int, str] = {}
+    for ip in result.get("ips", []):
+        if ip.get("gateway"):
+            gateways.setdefault(ipaddress.ip_interface(ip["address"]).version, ip["gateway"])
+    out = []
+    for r in result.get("routes", []):
+        try:
+            family = ipaddress.ip_network(r["dst"], strict=False).version
+        except (ValueError, TypeError):
+            raise CNIError(ERR_INVALID_CONFIG, f"invalid route dst {r.get('dst')!r}") from None
+        gw = r.get("gw") or gateways.get(family, "")
+        route: dict[str, Any] = {"dst": str(ipaddress.ip_network(r["dst"], strict=False)), "gw": gw}
+        if r.get("priority"):
+            route["metric"] = r["priority"]
+        if r.get("table"):
+            route["table"] = r["table"]
+        out.append(route)
+    return out
+
+
+def masq_plan(req: Request, ips: list[dict[str, Any]]) -> dict[str, Any]:
+    """Context for the masq_add macro: one chain per container, rules per address and family."""
+    families: dict[int, list[tuple[str, str]]] = {}
+    for ip in ips:
+        family = ipaddress.ip_interface(ip["address"]).version
+        families.setdefault(family, []).append((network_of(ip["address"]), host_cidr(ip["address"])))
+    return {"chain": chain_name(req.name, req.container_id), "comment": masq_comment(req.name, req.container_id),
+            "families": families}
+
+
+def masq_teardown(req: Request) -> list[dict[str, Any]]:
+    """Probe iptables/ip6tables for this container's chain and the POSTROUTING rules jumping to it.
+
+    Found from the kernel, not from the container's addresses, so DEL cleans up even when the
+    namespace is gone (the reference leaks the chain then).
+    """
+    from cniplug import facts
+
+    chain = chain_name(req.name, req.container_id)
+    out = []
+    for family, tool in ((4, "iptables"), (6, "ip6tables")):
+        lines = facts.iptables_rules(family, "nat")
+        exists = f"-N {chain}" in lines
+        jumps = [script_words(line)[2:] for line in lines
+                 if line.startswith("-A POSTROUTING ") and line.endswith(f"-j {chain}")]
+        if exists or jumps:
+            out.append({"tool": tool, "chain": chain, "jumps": jumps})
+    return out
+
+
+def script_words(line: str) -> list[str]:
+    import shlex
+
+    return shlex.split(line)
+
+
+@contextmanager
+def maybe_lock(req: Request, lock: Callable[[str], AbstractContextManager[None]], name: str) -> Iterator[None]:
+    """Take the plugin's lock, except for --dry-run, which changes nothing."""
+    if req.dry_run:
+        yield
+        return
+    with lock(name):
+        yield
+
+
+@contextmanager
+def ipam_transaction(req: Request) -> Iterator[dict[str, Any] | None]:
+    """IPAM ADD; if anything after it fails, IPAM DEL so that no address leaks (cni-notes mistake 3)."""
+    from cniplug import ipam
+
+    result = ipam.run(req, "ADD")
+    try:
+        yield result
+    except BaseException:
+        if result is not None and not req.dry_run:
+            try:
+                ipam.run(req, "DEL")
+            except CNIError as err:
+                log.warning("IPAM DEL after a failed ADD failed too: %s", err.msg)
+        raise
+
+
+def _attachment_ids(req: Request) -> set[str] | None:
+    """Container ids of cni.dev/valid-attachments (or the older cni.dev/attachments); None = key absent."""
+    for key in ("cni.dev/valid-attachments", "cni.dev/attachments"):
+        if key in req.config:
+            value = req.config[key] or []
+            if not isinstance(value, list):
+                raise CNIError(ERR_INVALID_CONFIG, f"field {key!r} must be a list, got {value!r}")
+            ids = set()
+            for entry in value:
+                if not isinstance(entry, dict) or not isinstance(entry.get("containerID"), str):
+                    raise CNIError(ERR_INVALID_CONFIG, f"field {key!r}: entry {entry!r} has no containerID")
+                ids.add(entry["containerID"])
+            return ids
+    return None
+
+
+_COMMENT = re.compile(r'^name: "(?P<name>[^"]*)" id: "(?P<id>[^"]*)"$')
+
+
+def gc_masq(req: Request) -> str | None:
+    """GC: remove the NAT chains of this network's containers that are not valid attachments.
+
+    Our chains carry the comment `name: "<net>" id: "<id>"`, so they can be told apart by network.
+    """
+    from cniplug import facts
+
+    valid = _attachment_ids(req)
+    stale: dict[str, dict[str, Any]] = {}
+    if valid is not None:
+        for family, tool in ((4, "iptables"), (6, "ip6tables")):
+            lines = facts.iptables_rules(family, "nat")
+            for line in lines:
+                if not line.startswith("-A POSTROUTING "):
+                    continue
+                words = script_words(line)
+                if "--comment" not in words or words[-2] != "-j" or not words[-1].startswith("CNI-"):
+                    continue
+                m = _COMMENT.match(words[words.index("--comment") + 1])
+                if not m or m["name"] != req.name or m["id"] in valid:
+                    continue
+                chain = words[-1]
+                entry = stale.setdefault(f"{tool} {chain}", {"tool": tool, "chain": chain, "jumps": []})
+                entry["jumps"].append(words[2:])
+    return perform(req, "masq_gc.sh.j2", best_effort=True, masq=list(stale.values()), network=req.name)
+
+
+def check_attachment(req: Request, prev: dict[str, Any], bridge: str = "") -> None:
+    """CHECK: the container interface, its addresses and routes, and the host veth still match prevResult."""
+    from cniplug import facts
+
+    interfaces = prev.get("interfaces") or []
+    index = next((i for i, itf in enumerate(interfaces)
+                  if itf.get("name") == req.ifname and itf.get("sandbox") == req.netns), None)
+    if index is None:
+        raise CNIError(ERR_INTERNAL, f"prevResult has no interface {req.ifname!r} in sandbox {req.netns!r}")
+    ip = facts.ns_ip(req.netns)
+    links = facts.ip_json(ip, "-d", "addr", "show", "dev", req.ifname)
+    if not links:
+        raise CNIError(ERR_INTERNAL, f"interface {req.ifname!r} not found in {req.netns}")
+    link = links[0]
+    kind = (link.get("linkinfo") or {}).get("info_kind")
+    if kind != "veth":
+        raise CNIError(ERR_INTERNAL, f"interface {req.ifname!r} is a {kind!r}, expected a veth")
+    want_mac = interfaces[index].get("mac")
+    if want_mac and link.get("address", "").lower() != want_mac.lower():
+        raise CNIError(ERR_INTERNAL, f"interface {req.ifname} MAC {link.get('address')} does not match "
+                       f"prevResult MAC {want_mac}")
+    have = {f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])}
+    for entry in prev.get("ips", []):
+        if entry.get("interface", index) == index and entry["address"] not in have:
+            raise CNIError(ERR_INTERNAL, f"address {entry['address']} missing on {req.ifname} in {req.netns}")
+    routes = facts.ip_json(ip, "route", "show") + facts.ip_json(ip, "-6", "route", "show")
+    present = {(_norm_dst(r.get("dst", "")), r.get("gateway", "")) for r in routes}
+    for r in routes_with_gateways(prev):
+        dst = _norm_dst(r["dst"])
+        if (dst, r["gw"]) not in present and not (not r["gw"] and any(d == dst for d, _ in present)):
+            raise CNIError(ERR_INTERNAL, f"route {r['dst']} via {r['gw'] or '-'} missing in {req.netns}")
+    for itf in interfaces:
+        if itf.get("sandbox") or itf.get("name") == bridge:
+            continue
+        name = itf.get("name", "")
+        if not facts.link_exists(name):
+            raise CNIError(ERR_INTERNAL, f"host interface {name!r} from prevResult not found")
+        if bridge and facts.master_of(name) != bridge:
+            raise CNIError(ERR_INTERNAL, f"host interface {name!r} is not attached to bridge {bridge!r}")
+
+
+def _norm_dst(dst: str) -> str:
+    """`ip -j route` says 'default' and drops /32 and /128; prevResult says 0.0.0.0/0 and full CIDRs."""
+    if dst == "default":
+        return "default"
+    try:
+        net = ipaddress.ip_network(dst, strict=False)
+    except ValueError:
+        return dst
+    return "default" if net.prefixlen == 0 else str(net)
+
+
+def check_masq(req: Request, prev: dict[str, Any]) -> None:
+    from cniplug import facts
+
+    plan = masq_plan(req, prev.get("ips", []))
+    for family, pairs in plan["families"].items():
+        lines = facts.iptables_rules(family, "nat")
+        if f"-N {plan['chain']}" not in lines:
+            raise CNIError(ERR_INTERNAL, f"NAT chain {plan['chain']} missing (ipMasq)")
+        for _subnet, source in pairs:
+            if not any(line.startswith(f"-A POSTROUTING -s {source} ") and line.endswith(f"-j {plan['chain']}")
+                       for line in lines):
+                raise CNIError(ERR_INTERNAL, f"NAT rule for {source} -> {plan['chain']} missing in POSTROUTING")

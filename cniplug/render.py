@@ -1,0 +1,66 @@
+"""The one Jinja environment: every `{{ value }}` is shell-quoted, so no value can add a word or a command.
+
+Autoescape is on with shell quoting in `finalize`: macro output and text marked `Raw` (trusted words such
+as explanations) come back as Markup and pass unchanged; everything else is quoted with shlex.quote.
+"""
+
+from __future__ import annotations
+
+import shlex
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+
+from cniplug import i18n
+from cniplug.spec import CNIError, ERR_INVALID_CONFIG
+
+Raw = Markup  # trusted text that is inserted as is
+
+
+def templates_dir() -> Path:
+    """Inside the wheel the templates sit in cniplug/templates; in a checkout at the top level."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("cniplug templates not found")
+
+
+def quote(value: Any) -> Markup:
+    if isinstance(value, Markup):
+        return value
+    if value is None or isinstance(value, (list, dict, tuple)):
+        raise CNIError(ERR_INVALID_CONFIG, f"cannot render value {value!r} as one shell word")
+    text = str(value)
+    if any(c in text for c in "\n\r\0"):
+        # A newline would end the line: inside a comment it would start a new command.
+        raise CNIError(ERR_INVALID_CONFIG, f"value {text!r} contains a newline or NUL")
+    return Markup(shlex.quote(text))
+
+
+def argv(words: list[Any]) -> Markup:
+    """Filter: a list of words -> one quoted command prefix, e.g. `{{ ns_ip | argv }}`."""
+    return Markup(" ".join(quote(w) for w in words))
+
+
+@lru_cache(maxsize=None)
+def environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(templates_dir())),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=True,
+        finalize=quote,
+    )
+    env.filters["argv"] = argv
+    env.globals["say"] = lambda key, lang="en", **kw: Markup(i18n.say(key, lang, **kw))
+    return env
+
+
+def render(template: str, **context: Any) -> str:
+    return str(environment().get_template(template).render(**context))

@@ -1,0 +1,111 @@
+"""Shared test helpers: run a plugin as a runtime does, and throwaway namespaces that are always removed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from cniplug.cli import plugin_argv
+
+IS_ROOT = os.geteuid() == 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Root tests skip off-root, except in CI (CNIPLUG_REQUIRE_ROOT_TESTS=1) where they must run."""
+    if IS_ROOT:
+        return
+    if os.environ.get("CNIPLUG_REQUIRE_ROOT_TESTS"):
+        raise pytest.UsageError("CNIPLUG_REQUIRE_ROOT_TESTS is set but the tests are not running as root")
+    skip = pytest.mark.skip(reason="needs root: creates network namespaces")
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(skip)
+
+
+@dataclass
+class PluginRun:
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def run_plugin(plugin: str, command: str, config: dict[str, Any] | bytes, *, netns: str = "",
+               container_id: str = "c1", ifname: str = "eth0", args: str = "", dry_run: bool = False,
+               env: dict[str, str] | None = None, cni_path: str = "/usr/lib/cni") -> PluginRun:
+    """Exec the plugin as a runtime does: CNI_* env + config on stdin."""
+    raw = config if isinstance(config, bytes) else json.dumps(config).encode()
+    environ = {
+        "PATH": os.environ.get("PATH", ""),
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": container_id,
+        "CNI_NETNS": netns,
+        "CNI_IFNAME": ifname,
+        "CNI_PATH": cni_path,
+        "CNI_ARGS": args,
+        "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    }
+    environ.update(env or {})
+    argv = plugin_argv(plugin) if plugin.startswith("cniplug-") else [plugin]
+    proc = subprocess.run(argv + (["--dry-run"] if dry_run else []), input=raw, env=environ,
+                          capture_output=True, timeout=60)
+    return PluginRun(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+
+def sh(*argv: str, check: bool = True) -> str:
+    proc = subprocess.run(list(argv), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed: {proc.stderr}")
+    return proc.stdout
+
+
+@pytest.fixture
+def make_netns(request: pytest.FixtureRequest) -> Iterator[Callable[[str], str]]:
+    """make_netns(tag) -> '/run/netns/<name>'; names are 'tcp' + a per-test tag; removed afterwards."""
+    created: list[str] = []
+
+    def make(tag: str) -> str:
+        name = f"tcp-{tag}"
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+        sh("ip", "netns", "add", name)
+        created.append(name)
+        return f"/run/netns/{name}"
+
+    yield make
+    for name in created:
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+
+
+@pytest.fixture
+def cleanup_links() -> Iterator[list[str]]:
+    """Host links a test names here are deleted afterwards (bridges the plugin created)."""
+    links: list[str] = []
+    yield links
+    for link in links:
+        subprocess.run(["ip", "link", "delete", link], capture_output=True)
+
+
+@pytest.fixture
+def cleanup_chains() -> Iterator[list[str]]:
+    """NAT chains (and jumps to them) a test names here are removed afterwards, even on failure."""
+    chains: list[str] = []
+    yield chains
+    for tool in ("iptables", "ip6tables"):
+        rules = subprocess.run([tool, "-w", "-t", "nat", "-S"], capture_output=True, text=True).stdout
+        for chain in chains:
+            for line in rules.splitlines():
+                if line.startswith("-A POSTROUTING") and line.endswith(f"-j {chain}"):
+                    import shlex
+
+                    subprocess.run([tool, "-w", "-t", "nat", "-D", *shlex.split(line)[1:]], capture_output=True)
+            subprocess.run([tool, "-w", "-t", "nat", "-F", chain], capture_output=True)
+            subprocess.run([tool, "-w", "-t", "nat", "-X", chain], capture_output=True)
