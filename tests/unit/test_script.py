@@ -1,0 +1,91 @@
+"""The script directive parser, the renderer's quoting and the runner's rollback."""
+
+from __future__ import annotations
+
+import pytest
+
+from cniplug import render, script
+from cniplug.runner import RecordingRunner
+from cniplug.spec import CNIError
+
+BODY = """# Create the bridge
+ip link add cni0 type bridge
+#undo ip link delete cni0
+ip link set cni0 up
+# a step with two undo lines
+iptables -w -t nat -N CNI-x
+#undo iptables -w -t nat -F CNI-x
+#undo iptables -w -t nat -X CNI-x
+ip link set lo down || true
+iptables -w -t nat -A X -m comment --comment 'name: "n" id: "c;1"' -j ACCEPT
+"""
+
+
+def test_parse_steps_undo_notes_tolerance() -> None:
+    s = script.parse(BODY)
+    assert [st.argv[:3] for st in s.steps] == [["ip", "link", "add"], ["ip", "link", "set"],
+                                              ["iptables", "-w", "-t"], ["ip", "link", "set"],
+                                              ["iptables", "-w", "-t"]]
+    assert s.steps[0].undo == [["ip", "link", "delete", "cni0"]]
+    assert s.steps[0].note == "Create the bridge"
+    assert s.steps[1].undo == []
+    assert len(s.steps[2].undo) == 2
+    assert s.steps[3].tolerant and s.steps[3].argv == ["ip", "link", "set", "lo", "down"]
+    assert s.steps[4].argv[-3] == 'name: "n" id: "c;1"'
+    assert s.text.startswith("#!/bin/bash\n") and "set -e\n" in s.text
+
+
+@pytest.mark.parametrize("line", ["ip link; rm -rf /", "ip link | cat", "ip link > /tmp/x", "a && b",
+                                  "$(id)", "echo `id`"])
+def test_shell_operators_are_refused(line: str) -> None:
+    with pytest.raises(CNIError):
+        script.parse(line + "\n")
+
+
+def test_undo_without_step_is_refused() -> None:
+    with pytest.raises(CNIError):
+        script.parse("#undo ip link delete x\n")
+
+
+@pytest.mark.parametrize("fail_at", range(1, 6))
+def test_rollback_undoes_completed_steps_in_reverse(fail_at: int) -> None:
+    s = script.parse(BODY)
+    r = RecordingRunner(fail_at=fail_at)
+    if fail_at == 4:  # the tolerant step: its failure is ignored and nothing is rolled back
+        r.run(s)
+        assert len(r.calls) == 5
+        return
+    with pytest.raises(CNIError) as e:
+        r.run(s)
+    failed = s.steps[fail_at - 1]
+    assert " ".join(failed.argv) in e.value.msg and "injected failure" in e.value.details
+    undos = r.calls[fail_at:]
+    expected = [u for st in reversed(s.steps[: fail_at - 1]) for u in st.undo]
+    assert undos == expected
+
+
+def test_best_effort_runs_everything_and_never_raises() -> None:
+    s = script.parse(BODY)
+    r = RecordingRunner(fail_at=1)
+    r.run(s, best_effort=True)
+    assert len(r.calls) == len(s.steps)
+
+
+@pytest.mark.parametrize("value", ["x; rm -rf /", "$(id)", "`id`", "a b", "-rf", "'q'", "a|b"])
+def test_render_quotes_every_value(value: str) -> None:
+    env = render.environment()
+    text = env.from_string("ip link add {{ v }} type bridge\n").render(v=value)
+    argv = script.parse(text).steps[0].argv
+    assert argv == ["ip", "link", "add", value, "type", "bridge"]
+
+
+@pytest.mark.parametrize("value", ["a\nreboot", "a\rb", "a\0b"])
+def test_render_refuses_newlines(value: str) -> None:
+    with pytest.raises(CNIError) as e:
+        render.environment().from_string("# {{ v }}\nip link\n").render(v=value)
+    assert e.value.code == 7
+
+
+def test_explanations_cannot_break_out_of_comments() -> None:
+    text = render.environment().from_string("{{ say('bridge_add', name=n) }}\n").render(n="x\nreboot")
+    assert script.parse(text).steps == []

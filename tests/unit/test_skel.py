@@ -1,0 +1,214 @@
+"""Env/config validation, error codes, VERSION, CNI_ARGS, runtimeConfig, version conversion."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+
+from cniplug import skel
+from cniplug.spec import CNIError, from_current, to_current
+
+CONF = {"cniVersion": "1.0.0", "name": "net1", "type": "cniplug-loopback"}
+ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x", "CNI_IFNAME": "eth0",
+       "CNI_PATH": "/opt/cni/bin"}
+
+
+def invoke(env: dict[str, str], stdin: bytes, handlers: dict[str, Any] | None = None,
+           argv: list[str] | None = None) -> tuple[int, str]:
+    out = io.StringIO()
+    calls: list[skel.Request] = []
+
+    def record(req: skel.Request) -> None:
+        calls.append(req)
+
+    handlers = handlers if handlers is not None else {v: record for v in ("ADD", "DEL", "CHECK", "GC", "STATUS")}
+    rc = skel.run(handlers, "test", argv=argv or [], environ=env, stdin=io.BytesIO(stdin), stdout=out)
+    return rc, out.getvalue()
+
+
+def error(env: dict[str, str], stdin: bytes) -> dict[str, Any]:
+    rc, out = invoke(env, stdin)
+    assert rc == 1, out
+    body = json.loads(out)
+    assert set(body) <= {"cniVersion", "code", "msg", "details"}
+    return body
+
+
+def test_version_lists_supported_versions_and_echoes_request() -> None:
+    rc, out = invoke({"CNI_COMMAND": "VERSION"}, b'{"cniVersion":"0.4.0"}')
+    assert rc == 0
+    assert json.loads(out) == {"cniVersion": "0.4.0",
+                               "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]}
+
+
+def test_version_needs_nothing_but_the_command() -> None:
+    rc, out = invoke({"CNI_COMMAND": "VERSION"}, b"")
+    assert rc == 0 and json.loads(out)["cniVersion"] == "1.1.0"
+
+
+@pytest.mark.parametrize("drop,code", [("CNI_CONTAINERID", 4), ("CNI_NETNS", 4), ("CNI_IFNAME", 4),
+                                       ("CNI_PATH", 4)])
+def test_missing_env_on_add(drop: str, code: int) -> None:
+    env = {k: v for k, v in ENV.items() if k != drop}
+    body = error(env, json.dumps(CONF).encode())
+    assert body["code"] == code
+    assert drop in body["msg"] + body.get("details", "")
+
+
+def test_missing_container_id_on_del_is_code_3() -> None:
+    env = {k: v for k, v in ENV.items() if k != "CNI_CONTAINERID"} | {"CNI_COMMAND": "DEL"}
+    assert error(env, json.dumps(CONF).encode())["code"] == 3
+
+
+def test_del_does_not_need_netns() -> None:
+    rc, out = invoke({**ENV, "CNI_COMMAND": "DEL", "CNI_NETNS": ""}, json.dumps(CONF).encode())
+    assert rc == 0 and out == ""
+
+
+def test_unknown_verb() -> None:
+    body = error({**ENV, "CNI_COMMAND": "FOO"}, json.dumps(CONF).encode())
+    assert body["code"] == 4 and "FOO" in body["msg"]
+
+
+def test_malformed_stdin_is_code_6() -> None:
+    assert error(ENV, b"{not json")["code"] == 6
+    assert error(ENV, b"[1,2]")["code"] == 6
+
+
+def test_oversized_stdin_is_code_5() -> None:
+    assert error(ENV, b" " * (skel.MAX_STDIN + 10))["code"] == 5
+
+
+@pytest.mark.parametrize("version", ["0.2.0", "2.0.0", "1.0", "abc"])
+def test_unsupported_version_is_code_1(version: str) -> None:
+    body = error(ENV, json.dumps({**CONF, "cniVersion": version}).encode())
+    assert body["code"] == 1 and version in body["details"]
+
+
+def test_missing_cni_version_means_0_1_0_which_is_unsupported() -> None:
+    conf = {k: v for k, v in CONF.items() if k != "cniVersion"}
+    assert error(ENV, json.dumps(conf).encode())["code"] == 1
+
+
+def test_check_needs_0_4_0_and_gc_status_need_1_1_0() -> None:
+    assert error({**ENV, "CNI_COMMAND": "CHECK"}, json.dumps({**CONF, "cniVersion": "0.3.1"}).encode())["code"] == 1
+    for verb in ("GC", "STATUS"):
+        assert error({**ENV, "CNI_COMMAND": verb}, json.dumps(CONF).encode())["code"] == 1
+        rc, _ = invoke({**ENV, "CNI_COMMAND": verb}, json.dumps({**CONF, "cniVersion": "1.1.0"}).encode())
+        assert rc == 0
+
+
+@pytest.mark.parametrize("name", ["", "-x", "a/b", "../x", "a b", "a;b"])
+def test_bad_network_name_is_code_7(name: str) -> None:
+    body = error(ENV, json.dumps({**CONF, "name": name}).encode())
+    assert body["code"] == 7
+
+
+@pytest.mark.parametrize("cid", ["-rf", "a;b", "$(id)", "`id`", "a b", "a/b"])
+def test_bad_container_id_is_code_4(cid: str) -> None:
+    body = error({**ENV, "CNI_CONTAINERID": cid}, json.dumps(CONF).encode())
+    assert body["code"] == 4 and "CNI_CONTAINERID" in body["msg"]
+
+
+@pytest.mark.parametrize("ifname", ["a" * 16, "a/b", "a b", "a\nb", ".", "..", "a:b"])
+def test_bad_ifname_is_code_4(ifname: str) -> None:
+    body = error({**ENV, "CNI_IFNAME": ifname}, json.dumps(CONF).encode())
+    assert body["code"] == 4 and "CNI_IFNAME" in body["msg"]
+
+
+def test_relative_netns_is_rejected() -> None:
+    assert error({**ENV, "CNI_NETNS": "run/netns/x"}, json.dumps(CONF).encode())["code"] == 4
+
+
+def test_error_in_handler_becomes_cni_error_not_traceback() -> None:
+    def boom(req: skel.Request) -> None:
+        raise RuntimeError("kaput")
+
+    rc, out = invoke(ENV, json.dumps(CONF).encode(), handlers={"ADD": boom})
+    assert rc == 1
+    body = json.loads(out)
+    assert body["code"] == 999 and "RuntimeError" in body["msg"]
+
+
+def test_error_json_carries_request_version() -> None:
+    def fail(req: skel.Request) -> None:
+        raise CNIError(11, "later")
+
+    rc, out = invoke(ENV, json.dumps({**CONF, "cniVersion": "0.4.0"}).encode(), handlers={"ADD": fail})
+    assert json.loads(out) == {"cniVersion": "0.4.0", "code": 11, "msg": "later"}
+
+
+def test_cni_args_parsing_and_ignore_unknown() -> None:
+    assert skel.parse_cni_args("IP=10.1.1.5;MAC=02:00:00:00:00:01;") == {"IP": "10.1.1.5",
+                                                                        "MAC": "02:00:00:00:00:01"}
+    with pytest.raises(CNIError) as e:
+        skel.parse_cni_args("IP")
+    assert e.value.code == 4
+    req = skel.parse_request({**ENV, "CNI_ARGS": "K8S_POD_NAME=x;IP=10.0.0.2"}, json.dumps(CONF).encode())
+    with pytest.raises(CNIError) as e:
+        req.known_args(("IP",))
+    assert "K8S_POD_NAME" in e.value.msg
+    req = skel.parse_request({**ENV, "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAME=x;IP=10.0.0.2"},
+                             json.dumps(CONF).encode())
+    assert req.known_args(("IP",)) == {"IP": "10.0.0.2"}
+
+
+def test_runtime_config_keys_match_case_insensitively() -> None:
+    conf = {**CONF, "runtimeConfig": {"HostPort": 1, "portMappings": [2]}}
+    req = skel.parse_request(ENV, json.dumps(conf).encode())
+    assert req.runtime_config("hostPort") == 1
+    assert req.runtime_config("PortMappings") == [2]
+    assert req.runtime_config("mac") is None
+
+
+RESULT_1 = {
+    "cniVersion": "1.1.0",
+    "interfaces": [{"name": "eth0", "mac": "02:00:00:00:00:01", "sandbox": "/run/netns/x", "mtu": 1400}],
+    "ips": [{"address": "10.1.1.2/24", "gateway": "10.1.1.1", "interface": 0},
+            {"address": "fd00::2/64", "interface": 0}],
+    "routes": [{"dst": "0.0.0.0/0", "priority": 5}],
+    "dns": {"nameservers": ["10.1.1.1"]},
+}
+
+
+def test_convert_to_0_4_adds_version_and_drops_1_1_fields() -> None:
+    out = from_current(RESULT_1, "0.4.0")
+    assert out["cniVersion"] == "0.4.0"
+    assert [ip["version"] for ip in out["ips"]] == ["4", "6"]
+    assert "mtu" not in out["interfaces"][0]
+    assert out["routes"] == [{"dst": "0.0.0.0/0"}]
+
+
+def test_convert_to_1_0_has_no_version_key_and_no_1_1_fields() -> None:
+    out = from_current(RESULT_1, "1.0.0")
+    assert all("version" not in ip for ip in out["ips"])
+    assert "mtu" not in out["interfaces"][0] and out["routes"] == [{"dst": "0.0.0.0/0"}]
+
+
+def test_round_trip_through_0_3_keeps_addresses() -> None:
+    back = to_current(from_current(RESULT_1, "0.3.1"))
+    assert [ip["address"] for ip in back["ips"]] == ["10.1.1.2/24", "fd00::2/64"]
+    assert all("version" not in ip for ip in back["ips"])
+
+
+def test_old_ip4_shape_is_refused() -> None:
+    with pytest.raises(CNIError) as e:
+        to_current({"cniVersion": "0.2.0", "ip4": {"ip": "10.0.0.2/24"}})
+    assert e.value.code == 1
+
+
+def test_bad_prev_result_is_reported() -> None:
+    conf = {**CONF, "prevResult": {"ips": [{"address": "nonsense"}]}}
+    req = skel.parse_request(ENV, json.dumps(conf).encode())
+    with pytest.raises(CNIError) as e:
+        req.prev_result()
+    assert "prevResult" in e.value.msg
+
+
+def test_no_command_prints_about_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out = invoke({}, b"")
+    assert rc == 0 and out == ""
+    assert "CNI protocol versions supported" in capsys.readouterr().err
