@@ -38,6 +38,8 @@ def quote(value: Any) -> Markup:
     if any(c in text for c in "\n\r\0"):
         # A newline would end the line: inside a comment it would start a new command.
         raise CNIError(ERR_INVALID_CONFIG, f"value {text!r} contains a newline or NUL")
+    if text == "!":  # iptables negation; plain in a script (history expansion is interactive only)
+        return Markup(text)
     return Markup(shlex.quote(text))
 
 
