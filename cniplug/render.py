@@ -6,6 +6,7 @@ as explanations) come back as Markup and pass unchanged; everything else is quot
 
 from __future__ import annotations
 
+import re
 import shlex
 from functools import lru_cache
 from pathlib import Path
@@ -65,4 +66,9 @@ def environment() -> Environment:
 
 
 def render(template: str, **context: Any) -> str:
-    return str(environment().get_template(template).render(**context))
+    text = str(environment().get_template(template).render(**context))
+    # Tidy the layout the template logic leaves behind: no blank line before an #undo, at most one
+    # blank line in a row, none at the start.
+    text = re.sub(r"\n\s*\n(?=#undo )", "\n", text)
+    text = re.sub(r"\n{3,}", "\n\n", text).lstrip("\n")
+    return text.rstrip("\n") + "\n" if text.strip() else ""

@@ -17,3 +17,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 echo "cniplug set up: .venv/bin/cniplug"
+bash contrib/build-cnitool.sh  # libcni reference runtime for tests/e2e (cached in .cache/cnitool)

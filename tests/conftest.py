@@ -16,6 +16,10 @@ from cniplug.cli import plugin_argv
 IS_ROOT = os.geteuid() == 0
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true", help="rewrite tests/golden/expected from the code")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Root tests skip off-root, except in CI (CNIPLUG_REQUIRE_ROOT_TESTS=1) where they must run."""
     if IS_ROOT:

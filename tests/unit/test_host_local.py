@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cniplug.ipam import host_local as hl
 from cniplug.ipam.store import DiskStore, MemoryStore
@@ -476,3 +478,28 @@ def test_dry_run_script_del_and_gc(tmp_path: Path) -> None:
     assert f"rm -f -- {tmp_path}/tcnihl/10.250.200.2" in script.splitlines()
     assert "10.250.200.3" not in script
     assert "GC frees nothing" in hl.dry_run_script(make_req(ipam, command="GC"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=3),
+       last_offset=st.integers(min_value=-1, max_value=200))
+def test_candidates_property(sizes: list[int], last_offset: int) -> None:
+    """Whatever the cursor, the walk visits every non-gateway address of the set exactly once."""
+    # Ranges are consecutive /29../27 blocks of 10.250.200.0/24 (sizes index the prefix).
+    ranges, base = [], 0
+    for size in sizes:
+        prefix = 29 - size
+        base = (base + (1 << (32 - prefix)) - 1) // (1 << (32 - prefix)) * (1 << (32 - prefix))
+        ranges.append({"subnet": f"10.250.200.{base}/{prefix}"})
+        base += 1 << (32 - prefix)
+    if base > 256:
+        return
+    rs = hl.parse_range_set(ranges, "x")
+    last = None if last_offset < 0 else ipaddress.IPv4Address(int(ip("10.250.200.0")) + last_offset % 256)
+    walk = [a for a, _ in hl.candidates(rs, last)]
+    expected = {ipaddress.IPv4Address(v) for r in rs.ranges for v in range(int(r.start), int(r.end) + 1)
+                if v != int(r.gateway)}
+    assert len(walk) == len(expected) == rs.capacity()
+    assert set(walk) == expected
+    if last is not None and rs.contains(last) and last in expected:
+        assert walk[-1] == last

@@ -1,0 +1,75 @@
+"""Golden transcripts: (plugin, verb, config, env, facts) -> the exact script, compared with tests/golden/expected.
+
+Facts (the read-only probes) and the random names are faked, so these run without root. Regenerate
+after an intended change with `pytest tests/golden --update-golden` and review the diff like code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cniplug import facts, skel
+from cniplug.cli import PLUGINS
+from cniplug.plugins import common
+
+HERE = Path(__file__).parent
+CASES = sorted((HERE / "cases").glob("*.json"))
+
+
+class FakeFacts:
+    """What the probes would have seen on the host, from the case's "facts" object."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.links: dict[str, dict[str, Any]] = data.get("links", {})
+        self.sysctls: dict[str, str] = {"net.ipv4.ip_forward": "0", "net.ipv6.conf.all.forwarding": "0",
+                                        **data.get("sysctls", {})}
+        self.iptables: dict[str, list[str]] = data.get("iptables", {})
+        self.netns_alive: bool = data.get("netns_alive", True)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(facts, "link_exists", lambda name: name in self.links)
+        monkeypatch.setattr(facts, "is_bridge", lambda name: self.links.get(name, {}).get("kind") == "bridge")
+        monkeypatch.setattr(facts, "link_flags", lambda name: int(self.links.get(name, {}).get("flags", "0"), 16))
+        monkeypatch.setattr(facts, "sysctl", lambda key: self.sysctls.get(key))
+        monkeypatch.setattr(facts, "addresses", lambda prefix, dev: self.links.get(dev, {}).get("addrs", []))
+        monkeypatch.setattr(facts, "iptables_rules", lambda family, table="nat": self.iptables.get(str(family), []))
+        monkeypatch.setattr(facts, "netns_alive", lambda path: bool(path) and self.netns_alive)
+        monkeypatch.setattr(facts, "ip_json", lambda prefix, *args: [])
+        monkeypatch.setattr(common, "host_veth_name", lambda: "veth0a1b2c3d")
+        monkeypatch.setattr(common, "random_mac", lambda: "02:00:00:00:00:aa")
+
+
+def render_case(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    FakeFacts(case.get("facts", {})).install(monkeypatch)
+    config = json.loads(json.dumps(case["config"]).replace("@TMP@", str(tmp_path)))
+    env = {"CNI_COMMAND": case["command"], "CNI_CONTAINERID": "c0ffee", "CNI_NETNS": "/run/netns/golden",
+           "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin", **case.get("env", {})}
+    module, _ = PLUGINS[case["plugin"]].split(":")
+    handlers = __import__(module, fromlist=["HANDLERS"]).HANDLERS
+    out = io.StringIO()
+    rc = skel.run(handlers, "golden", argv=["--dry-run"], environ=env,
+                  stdin=io.BytesIO(json.dumps(config).encode()), stdout=out)
+    assert rc == 0, out.getvalue()
+    return out.getvalue().replace(str(tmp_path), "@TMP@")
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_golden(path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    case = json.loads(path.read_text())
+    text = render_case(case, monkeypatch, tmp_path)
+    expected = HERE / "expected" / f"{path.stem}.sh"
+    if request.config.getoption("--update-golden"):
+        expected.write_text(text)
+    assert expected.exists(), f"no golden file {expected}: run pytest tests/golden --update-golden"
+    assert text == expected.read_text(), f"{path.stem}: script differs from {expected}"
+    assert not list(tmp_path.iterdir()), "a dry run wrote files"
+
+
+def test_every_plugin_has_a_golden_case() -> None:
+    plugins = {json.loads(p.read_text())["plugin"] for p in CASES}
+    assert {"cniplug-bridge", "cniplug-ptp", "cniplug-loopback"} <= plugins
