@@ -486,7 +486,8 @@ def test_dry_run_script_del_and_gc(tmp_path: Path) -> None:
 def test_candidates_property(sizes: list[int], last_offset: int) -> None:
     """Whatever the cursor, the walk visits every non-gateway address of the set exactly once."""
     # Ranges are consecutive /29../27 blocks of 10.250.200.0/24 (sizes index the prefix).
-    ranges, base = [], 0
+    ranges: list[dict[str, str]] = []
+    base = 0
     for size in sizes:
         prefix = 29 - size
         base = (base + (1 << (32 - prefix)) - 1) // (1 << (32 - prefix)) * (1 << (32 - prefix))

@@ -5,7 +5,7 @@ set -e
 # Create the bridge cni0 (tutorial example 2, step 2)
 ip link add cni0 mtu 1400 address 02:00:00:00:00:aa type bridge
 #undo ip link delete cni0
-sysctl -q -w net.ipv6.conf.cni0.accept_ra=0
+sysctl -w net.ipv6.conf.cni0.accept_ra=0
 
 ip link set cni0 up
 
@@ -15,18 +15,17 @@ ip link add veth0a1b2c3d mtu 1400 type veth peer name eth0 mtu 1400 address 02:0
 # Attach veth0a1b2c3d to bridge cni0 and bring it up (tutorial example 2, step 4)
 ip link set veth0a1b2c3d master cni0
 ip link set veth0a1b2c3d type bridge_slave hairpin on
-sysctl -q -w net.ipv6.conf.veth0a1b2c3d.accept_ra=0
+sysctl -w net.ipv6.conf.veth0a1b2c3d.accept_ra=0
 ip link set veth0a1b2c3d up
 
 # Configure the container side: addresses, link up, routes (tutorial example 2, step 5)
-nsenter --net=/run/netns/golden sysctl -q -w net.ipv4.conf.eth0.arp_notify=1 net.ipv6.conf.eth0.disable_ipv6=0 net.ipv6.conf.eth0.accept_dad=0
+nsenter --net=/run/netns/golden sysctl -w net.ipv4.conf.eth0.arp_notify=1 net.ipv6.conf.eth0.disable_ipv6=0 net.ipv6.conf.eth0.accept_dad=0
 
 ip -n golden addr add 10.22.0.2/24 dev eth0
 #undo ip -n golden addr del 10.22.0.2/24 dev eth0
 ip -n golden addr add fd22::2/64 dev eth0
 #undo ip -n golden addr del fd22::2/64 dev eth0
 ip -n golden link set eth0 up
-
 ip -n golden route add 0.0.0.0/0 via 10.22.0.1 dev eth0
 #undo ip -n golden route del 0.0.0.0/0 via 10.22.0.1 dev eth0
 ip -n golden route add ::/0 via fd22::1 dev eth0
@@ -41,12 +40,12 @@ ip addr add fd22::1/64 dev cni0
 #undo ip addr del fd22::1/64 dev cni0
 
 # Enable IP forwarding (tutorial example 2, step 6)
-sysctl -q -w net.ipv4.ip_forward=1
-#undo sysctl -q -w net.ipv4.ip_forward=0
+sysctl -w net.ipv4.ip_forward=1
+#undo sysctl -w net.ipv4.ip_forward=0
 
 # Enable IP forwarding (tutorial example 2, step 6)
-sysctl -q -w net.ipv6.conf.all.forwarding=1
-#undo sysctl -q -w net.ipv6.conf.all.forwarding=0
+sysctl -w net.ipv6.conf.all.forwarding=1
+#undo sysctl -w net.ipv6.conf.all.forwarding=0
 
 # NAT to the outside: per-container chain CNI-15815ef49e0fdf04a746924c masquerades traffic leaving the subnet
 iptables -w -t nat -N CNI-15815ef49e0fdf04a746924c

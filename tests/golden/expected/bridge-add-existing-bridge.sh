@@ -9,11 +9,11 @@ ip link add veth0a1b2c3d type veth peer name eth0 address 02:42:0a:16:00:09 netn
 #undo ip link delete veth0a1b2c3d
 # Attach veth0a1b2c3d to bridge cni0 and bring it up (tutorial example 2, step 4)
 ip link set veth0a1b2c3d master cni0
-sysctl -q -w net.ipv6.conf.veth0a1b2c3d.accept_ra=0
+sysctl -w net.ipv6.conf.veth0a1b2c3d.accept_ra=0
 ip link set veth0a1b2c3d up
 
 # Configure the container side: addresses, link up, routes (tutorial example 2, step 5)
-nsenter --net=/run/netns/golden sysctl -q -w net.ipv4.conf.eth0.arp_notify=1
+nsenter --net=/run/netns/golden sysctl -w net.ipv4.conf.eth0.arp_notify=1
 
 ip -n golden addr add 10.22.0.2/24 dev eth0
 #undo ip -n golden addr del 10.22.0.2/24 dev eth0

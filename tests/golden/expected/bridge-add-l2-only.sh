@@ -4,7 +4,7 @@ set -e
 # Create the bridge cni0 (tutorial example 2, step 2)
 ip link add cni0 address 02:00:00:00:00:aa type bridge
 #undo ip link delete cni0
-sysctl -q -w net.ipv6.conf.cni0.accept_ra=0
+sysctl -w net.ipv6.conf.cni0.accept_ra=0
 
 ip link set cni0 up
 
@@ -13,7 +13,7 @@ ip link add veth0a1b2c3d type veth peer name eth0 address 02:00:00:00:00:aa netn
 #undo ip link delete veth0a1b2c3d
 # Attach veth0a1b2c3d to bridge cni0 and bring it up (tutorial example 2, step 4)
 ip link set veth0a1b2c3d master cni0
-sysctl -q -w net.ipv6.conf.veth0a1b2c3d.accept_ra=0
+sysctl -w net.ipv6.conf.veth0a1b2c3d.accept_ra=0
 ip link set veth0a1b2c3d up
 
 # Configure the container side: addresses, link up, routes (tutorial example 2, step 5)

@@ -5,7 +5,7 @@ set -e
 # Create the bridge cni0 (tutorial example 2, step 2)
 ip link add cni0 address 02:00:00:00:00:aa type bridge
 #undo ip link delete cni0
-sysctl -q -w net.ipv6.conf.cni0.accept_ra=0
+sysctl -w net.ipv6.conf.cni0.accept_ra=0
 
 ip link set cni0 up
 
@@ -14,11 +14,11 @@ ip link add veth0a1b2c3d type veth peer name eth0 address 02:00:00:00:00:aa netn
 #undo ip link delete veth0a1b2c3d
 # Attach veth0a1b2c3d to bridge cni0 and bring it up (tutorial example 2, step 4)
 ip link set veth0a1b2c3d master cni0
-sysctl -q -w net.ipv6.conf.veth0a1b2c3d.accept_ra=0
+sysctl -w net.ipv6.conf.veth0a1b2c3d.accept_ra=0
 ip link set veth0a1b2c3d up
 
 # Configure the container side: addresses, link up, routes (tutorial example 2, step 5)
-nsenter --net=/run/netns/golden sysctl -q -w net.ipv4.conf.eth0.arp_notify=1
+nsenter --net=/run/netns/golden sysctl -w net.ipv4.conf.eth0.arp_notify=1
 
 ip -n golden addr add 10.22.0.2/24 dev eth0
 #undo ip -n golden addr del 10.22.0.2/24 dev eth0
@@ -29,5 +29,5 @@ ip addr add 10.22.0.1/24 dev cni0
 #undo ip addr del 10.22.0.1/24 dev cni0
 
 # Enable IP forwarding (tutorial example 2, step 6)
-sysctl -q -w net.ipv4.ip_forward=1
-#undo sysctl -q -w net.ipv4.ip_forward=0
+sysctl -w net.ipv4.ip_forward=1
+#undo sysctl -w net.ipv4.ip_forward=0

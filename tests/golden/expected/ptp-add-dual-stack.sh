@@ -3,17 +3,17 @@
 set -e
 # IPAM (cniplug-host-local) assigned 10.22.0.2/24, fd22::2/64; the reservation is kept by IPAM, not by this script
 # Enable IP forwarding (tutorial example 2, step 6)
-sysctl -q -w net.ipv4.ip_forward=1
-#undo sysctl -q -w net.ipv4.ip_forward=0
+sysctl -w net.ipv4.ip_forward=1
+#undo sysctl -w net.ipv4.ip_forward=0
 
 # Enable IP forwarding (tutorial example 2, step 6)
-sysctl -q -w net.ipv6.conf.all.forwarding=1
-#undo sysctl -q -w net.ipv6.conf.all.forwarding=0
+sysctl -w net.ipv6.conf.all.forwarding=1
+#undo sysctl -w net.ipv6.conf.all.forwarding=0
 
 # Create the veth pair veth0a1b2c3d <--> eth0, peer end directly in the container namespace
 ip link add veth0a1b2c3d mtu 1450 type veth peer name eth0 mtu 1450 address 02:00:00:00:00:aa netns /run/netns/golden
 #undo ip link delete veth0a1b2c3d
-sysctl -q -w net.ipv6.conf.veth0a1b2c3d.accept_ra=0
+sysctl -w net.ipv6.conf.veth0a1b2c3d.accept_ra=0
 ip link set veth0a1b2c3d up
 
 # Container side: addresses, link up, routes via the gateway on the point-to-point link
@@ -22,7 +22,6 @@ ip -n golden addr add 10.22.0.2/24 dev eth0
 ip -n golden addr add fd22::2/64 dev eth0 nodad
 #undo ip -n golden addr del fd22::2/64 dev eth0
 ip -n golden link set eth0 up
-
 ip -n golden route add 0.0.0.0/0 via 10.22.0.1 dev eth0
 #undo ip -n golden route del 0.0.0.0/0 via 10.22.0.1 dev eth0
 ip -n golden route add ::/0 via fd22::1 dev eth0

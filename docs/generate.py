@@ -1,0 +1,242 @@
+"""Regenerate the tool-produced blocks in the docs, or check that they are current.
+
+    python docs/generate.py           rewrite every stale block in place
+    python docs/generate.py --check   print a diff and exit 1 if any doc is stale
+
+A generated block in a doc looks like this (the spec is JSON, never shell):
+
+    <!-- cniplug-run: {"plugin": "cniplug-bridge", "command": "ADD", "dryRun": true, "config": {...}} -->
+    ```bash
+    ...whatever the generator puts here...
+    ```
+    <!-- /cniplug-run -->
+
+Spec keys:
+  plugin, config        a plugin run: the config goes to the plugin's stdin; shown as `cat <configFile>` first
+  configFile            name shown for the config file (default net.json); showConfig: false hides it
+  facts                 what the read-only probes see (the golden tests' "facts" object)
+  steps                 a list of runs sharing one IPAM data dir; or put the step keys at the top level:
+    command             CNI_COMMAND
+    env                 extra CNI_* variables, or a variable set to null to leave it out
+    stdin               raw stdin instead of the config
+    dryRun              add --dry-run
+    record              run for real, but with the kernel commands recorded instead of executed (no root)
+    pretty              pipe the JSON output through `jq .`
+    status              print the exit status
+  tutorial, lang        `cniplug tutorial N --lang en|zh`
+  file, fence           a file of this repository, verbatim (fence: the code block's language)
+
+Runs happen in-process with the golden tests' fakes (tests/golden/test_golden.py: FakeFacts), so the
+output does not depend on the machine: fixed host veth name and MACs, no host state probed. The IPAM
+dataDir "/tmp/cni-ipam" in a config is an empty temporary directory while the plugin runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import difflib
+import hashlib
+import importlib.util
+import io
+import itertools
+import json
+import re
+import shlex
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from cniplug import cli, facts, runner, skel  # noqa: E402
+from cniplug.plugins import common  # noqa: E402
+
+DOCS = [ROOT / "docs" / name for name in ("why-cni.md", "why-cni.zh.md", "writing-a-plugin.md",
+                                          "writing-a-plugin.zh.md")]
+DATA_DIR = "/tmp/cni-ipam"
+DEFAULT_ENV = {"CNI_CONTAINERID": "ctr1", "CNI_NETNS": "/run/netns/ctr1", "CNI_IFNAME": "eth0",
+               "CNI_PATH": "/opt/cni/bin"}
+BLOCK = re.compile(r"(?P<open><!-- cniplug-run: (?P<spec>.*?) -->\n)(?P<body>.*?)(?P<close><!-- /cniplug-run -->)",
+                   re.DOTALL)
+
+
+def _load_fake_facts() -> Any:
+    path = ROOT / "tests" / "golden" / "test_golden.py"
+    spec = importlib.util.spec_from_file_location("cniplug_docs_golden", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.FakeFacts
+
+
+def _mac(n: int) -> str:
+    return f"02:00:00:00:00:{n:02x}"
+
+
+@contextlib.contextmanager
+def fakes(data: dict[str, Any], record: bool = False) -> Iterator[None]:
+    """The golden tests' fakes, plus distinct fixed MACs; with `record`, a runner that runs nothing."""
+    with pytest.MonkeyPatch.context() as mp:
+        _load_fake_facts()(data).install(mp)
+        counter = itertools.count(1)
+        mp.setattr(common, "random_mac", lambda: _mac(next(counter)))
+        if record:
+            recorders: list[runner.RecordingRunner] = []
+
+            def factory() -> runner.RecordingRunner:
+                recorders.append(runner.RecordingRunner())
+                return recorders[-1]
+
+            def mac_of(name: str) -> str:
+                # The MAC the script gave the device (`ip link add NAME ... address MAC`), else a fixed one.
+                for rec in recorders:
+                    for argv in rec.calls:
+                        if argv[:4] == ["ip", "link", "add", name] and "address" in argv:
+                            words = argv[: argv.index("peer")] if "peer" in argv else argv
+                            if "address" in words:
+                                return words[words.index("address") + 1]
+                return "02:00:00:" + ":".join(re.findall("..", hashlib.sha256(name.encode()).hexdigest()[:6]))
+
+            mp.setattr(common, "RUNNER_FACTORY", factory)
+            mp.setattr(common, "maybe_lock", lambda req, lock, name: contextlib.nullcontext())
+            mp.setattr(facts, "check_netns", lambda path: None)
+            mp.setattr(facts, "mac_of", mac_of)
+        yield
+
+
+def handlers_of(plugin: str) -> tuple[dict[str, skel.Handler], str]:
+    """The plugin's verb handlers, caught from its main() (every plugin's main is skel.main(handlers, about))."""
+    caught: dict[str, Any] = {}
+    module, func = cli.PLUGINS[plugin].split(":")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(skel, "main", lambda handlers, about: caught.update(handlers=handlers, about=about))
+        getattr(importlib.import_module(module), func)()
+    return caught["handlers"], caught["about"]
+
+
+def command_line(plugin: str, env: dict[str, str], step: dict[str, Any], config_file: str) -> str:
+    words = [f"{k}={shlex.quote(v)}" for k, v in env.items()]
+    tail = plugin + (" --dry-run" if step.get("dryRun") else "")
+    tail += f" <<< {shlex.quote(step['stdin'])}" if "stdin" in step else f" < {config_file}"
+    if step.get("pretty"):
+        tail += " | jq ."
+    if step.get("status"):
+        tail += '; echo "exit status $?"'
+    return f"$ {' '.join(words)} \\\n    {tail}"
+
+
+def run_plugin_block(spec: dict[str, Any]) -> str:
+    plugin = spec["plugin"]
+    config_file = spec.get("configFile", "net.json")
+    steps = spec.get("steps") or [spec]
+    handlers, about = handlers_of(plugin)
+    out: list[str] = []
+    if spec.get("showConfig", True) and "config" in spec:
+        out += [f"$ cat {config_file}", json.dumps(spec["config"], indent=2, ensure_ascii=False)]
+    with tempfile.TemporaryDirectory(prefix="cniplug-docs-") as tmp:
+        raw = json.dumps(spec.get("config", {})).replace(DATA_DIR, tmp).encode()
+        for step in steps:
+            env = {"CNI_COMMAND": step["command"], **DEFAULT_ENV, **step.get("env", {})}
+            env = {k: v for k, v in env.items() if v is not None}
+            if step["command"] == "VERSION":
+                env = {k: v for k, v in env.items() if k == "CNI_COMMAND" or k in step.get("env", {})}
+            stdin = step["stdin"].encode() if "stdin" in step else raw
+            stdout = io.StringIO()
+            with fakes(spec.get("facts", {}), record=bool(step.get("record"))):
+                rc = skel.run(handlers, about, argv=["--dry-run"] if step.get("dryRun") else [],
+                              environ=env, stdin=io.BytesIO(stdin), stdout=stdout)
+            text = stdout.getvalue().replace(tmp, DATA_DIR)
+            if step.get("pretty") and text.strip():
+                text = json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n"
+            out.append(command_line(plugin, env, step, config_file))
+            if text:
+                out.append(text.rstrip("\n"))
+            if step.get("status"):
+                out.append(f"exit status {rc}")
+            elif rc != 0:
+                raise RuntimeError(f"{plugin} {step['command']} exited {rc} (add \"status\": true if expected):\n"
+                                   + text)
+    return "\n".join(out) + "\n"
+
+
+def run_tutorial_block(spec: dict[str, Any]) -> str:
+    example, lang = int(spec["tutorial"]), spec.get("lang", "en")
+    stdout = io.StringIO()
+    with fakes(spec.get("facts", {})), contextlib.redirect_stdout(stdout):
+        try:
+            cli.main(["tutorial", str(example), "--lang", lang])
+        except SystemExit as exit_:
+            if exit_.code not in (0, None):
+                raise RuntimeError(f"cniplug tutorial {example} exited {exit_.code}") from None
+    return f"$ cniplug tutorial {example} --lang {lang}\n{stdout.getvalue()}"
+
+
+def render_block(spec: dict[str, Any]) -> str:
+    """The markdown between the markers: one fenced code block."""
+    if "file" in spec:
+        text = (ROOT / spec["file"]).read_text()
+        fence = spec.get("fence", "")
+    elif "tutorial" in spec:
+        text, fence = run_tutorial_block(spec), "bash"
+    else:
+        text, fence = run_plugin_block(spec), "bash"
+    return f"```{fence}\n{text.rstrip(chr(10))}\n```\n"
+
+
+def regenerate(text: str, render: Callable[[dict[str, Any]], str] = render_block) -> str:
+    def replace(m: re.Match[str]) -> str:
+        return m["open"] + render(json.loads(m["spec"])) + m["close"]
+
+    return BLOCK.sub(replace, text)
+
+
+def count_blocks(text: str) -> int:
+    return len(BLOCK.findall(text))
+
+
+def stale(docs: list[Path] = DOCS) -> dict[Path, str]:
+    """Doc -> unified diff (current -> regenerated), for every doc whose blocks are out of date."""
+    diffs = {}
+    for path in docs:
+        old = path.read_text()
+        new = regenerate(old)
+        if new != old:
+            rel = path.relative_to(ROOT)
+            diffs[path] = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
+                                                       f"a/{rel}", f"b/{rel}"))
+    return diffs
+
+
+def check() -> int:
+    diffs = stale()
+    for diff in diffs.values():
+        sys.stdout.write(diff)
+    if diffs:
+        print(f"\n{len(diffs)} doc(s) stale: run python docs/generate.py", file=sys.stderr)
+    return 1 if diffs else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="print a diff and exit 1 if a doc is stale")
+    args = parser.parse_args(argv)
+    if args.check:
+        return check()
+    for path in DOCS:
+        old = path.read_text()
+        new = regenerate(old)
+        if new != old:
+            path.write_text(new)
+            print(f"updated {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
