@@ -156,6 +156,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "demo":
         sys.exit(demo(args.subnet, args.keep))
     if args.cmd == "tutorial":
-        from cniplug import tutorial
+        import cniplug.tutorial as tutorial
 
         sys.exit(tutorial.main(args.example, args.lang, args.prefix, args.subnet, args.run))

@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 from cniplug import runner
-from cniplug.spec import CNIError, ERR_INTERNAL, ERR_INVALID_ENV
+from cniplug.spec import ERR_INTERNAL, ERR_INVALID_ENV, CNIError
 
 NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3)
 CLONE_NEWNET = 0x40000000

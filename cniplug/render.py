@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from cniplug import i18n
-from cniplug.spec import CNIError, ERR_INVALID_CONFIG
+from cniplug.spec import ERR_INVALID_CONFIG, CNIError
 
 Raw = Markup  # trusted text that is inserted as is
 
@@ -49,7 +49,7 @@ def argv(words: list[Any]) -> Markup:
     return Markup(" ".join(quote(w) for w in words))
 
 
-@lru_cache(maxsize=None)
+@cache
 def environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(str(templates_dir())),

@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass, field
 
 from cniplug.script import Script, Step
-from cniplug.spec import CNIError, ERR_INTERNAL
+from cniplug.spec import ERR_INTERNAL, CNIError
 
 log = logging.getLogger("cniplug")
 
@@ -41,10 +41,7 @@ def execute(argv: list[str], stdin: str | None = None) -> Completed:
     import sh  # imported here: it costs ~66 ms and dry-run/VERSION never need it
 
     cmd = sh.Command(which(argv[0]))
-    kwargs: dict[str, object] = {"_ok_code": list(range(256)), "_return_cmd": True, "_env": command_env()}
-    if stdin is not None:
-        kwargs["_in"] = stdin
-    proc = cmd(*argv[1:], **kwargs)
+    proc = cmd(*argv[1:], _ok_code=list(range(256)), _return_cmd=True, _env=command_env(), _in=stdin)
     out = proc.stdout.decode(errors="replace") if isinstance(proc.stdout, bytes) else str(proc.stdout)
     err = proc.stderr.decode(errors="replace") if isinstance(proc.stderr, bytes) else str(proc.stderr)
     return Completed(argv=argv, rc=int(proc.exit_code), stdout=out, stderr=err)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cniplug.spec import (
-    CNIError,
     CURRENT_VERSION,
     ERR_DECODE,
     ERR_INCOMPATIBLE_VERSION,
@@ -25,6 +24,7 @@ from cniplug.spec import (
     ERR_IO,
     ERR_UNKNOWN_CONTAINER,
     SUPPORTED_VERSIONS,
+    CNIError,
     check_version,
     from_current,
     to_current,
@@ -189,7 +189,7 @@ def parse_request(environ: Mapping[str, str], raw: bytes, dry_run: bool = False)
     return req
 
 
-Handler = Callable[[Request], "dict[str, Any] | str | None"]
+Handler = Callable[[Request], Any]
 
 
 def setup_logging(config: dict[str, Any]) -> None:
@@ -210,7 +210,7 @@ def setup_logging(config: dict[str, Any]) -> None:
             log.warning("cannot open logFile %s: %s", path, err)
 
 
-def run(handlers: dict[str, Handler], about: str, argv: list[str] | None = None,
+def run(handlers: Mapping[str, Handler], about: str, argv: list[str] | None = None,
         environ: Mapping[str, str] | None = None, stdin: Any = None, stdout: Any = None) -> int:
     """Run one CNI invocation. Returns the exit code; prints result, script or error JSON on stdout."""
     argv = sys.argv[1:] if argv is None else argv
@@ -262,5 +262,5 @@ def run(handlers: dict[str, Handler], about: str, argv: list[str] | None = None,
         return 1
 
 
-def main(handlers: dict[str, Handler], about: str) -> None:
+def main(handlers: Mapping[str, Handler], about: str) -> None:
     sys.exit(run(handlers, about))

@@ -46,6 +46,7 @@ import shlex
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,8 @@ DOCS = [ROOT / "docs" / name for name in ("why-cni.md", "why-cni.zh.md", "writin
 DATA_DIR = "/tmp/cni-ipam"
 DEFAULT_ENV = {"CNI_CONTAINERID": "ctr1", "CNI_NETNS": "/run/netns/ctr1", "CNI_IFNAME": "eth0",
                "CNI_PATH": "/opt/cni/bin"}
+# What a runtime sets for each verb (ADD, CHECK and DEL get all of DEFAULT_ENV).
+VERB_ENV = {"GC": ("CNI_PATH",), "STATUS": ("CNI_PATH",), "VERSION": ()}
 BLOCK = re.compile(r"(?P<open><!-- cniplug-run: (?P<spec>.*?) -->\n)(?P<body>.*?)(?P<close><!-- /cniplug-run -->)",
                    re.DOTALL)
 
@@ -117,7 +120,7 @@ def handlers_of(plugin: str) -> tuple[dict[str, skel.Handler], str]:
     module, func = cli.PLUGINS[plugin].split(":")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(skel, "main", lambda handlers, about: caught.update(handlers=handlers, about=about))
-        getattr(importlib.import_module(module), func)()
+        getattr(import_module(module), func)()
     return caught["handlers"], caught["about"]
 
 
@@ -143,10 +146,9 @@ def run_plugin_block(spec: dict[str, Any]) -> str:
     with tempfile.TemporaryDirectory(prefix="cniplug-docs-") as tmp:
         raw = json.dumps(spec.get("config", {})).replace(DATA_DIR, tmp).encode()
         for step in steps:
-            env = {"CNI_COMMAND": step["command"], **DEFAULT_ENV, **step.get("env", {})}
+            defaults = {k: v for k, v in DEFAULT_ENV.items() if k in VERB_ENV.get(step["command"], DEFAULT_ENV)}
+            env = {"CNI_COMMAND": step["command"], **defaults, **step.get("env", {})}
             env = {k: v for k, v in env.items() if v is not None}
-            if step["command"] == "VERSION":
-                env = {k: v for k, v in env.items() if k == "CNI_COMMAND" or k in step.get("env", {})}
             stdin = step["stdin"].encode() if "stdin" in step else raw
             stdout = io.StringIO()
             with fakes(spec.get("facts", {}), record=bool(step.get("record"))):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cniplug.skel import Request
-from cniplug.spec import CNIError, ERR_INVALID_CONFIG
+from cniplug.spec import ERR_INVALID_CONFIG, CNIError
 
 BUILTIN = ("cniplug-host-local", "cniplug-static")
 
@@ -24,10 +24,10 @@ def ipam_type(req: Request) -> str:
 
 def _module(kind: str) -> Any:
     if kind == "cniplug-host-local":
-        from cniplug.ipam import host_local
+        import cniplug.ipam.host_local as host_local
 
         return host_local
-    from cniplug.ipam import static
+    import cniplug.ipam.static as static
 
     return static
 
@@ -42,7 +42,7 @@ def run(req: Request, verb: str) -> dict[str, Any] | None:
         func = {"ADD": mod.add, "DEL": mod.delete, "CHECK": mod.check, "GC": mod.gc, "STATUS": mod.status}[verb]
         result: dict[str, Any] | None = func(req)
         return result
-    from cniplug.ipam import delegate
+    import cniplug.ipam.delegate as delegate
 
     if req.dry_run:
         # Exec'ing a delegate would reserve addresses: a dry run must not. Show a placeholder instead.
@@ -50,4 +50,5 @@ def run(req: Request, verb: str) -> dict[str, Any] | None:
             return None
         raise CNIError(ERR_INVALID_CONFIG, f"--dry-run cannot preview delegated IPAM {kind!r}",
                        "use a built-in IPAM (cniplug-host-local, cniplug-static) to preview addresses")
-    return delegate.exec_plugin(req, verb)
+    answer: dict[str, Any] | None = delegate.exec_plugin(req, verb)
+    return answer

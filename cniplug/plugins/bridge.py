@@ -16,7 +16,7 @@ from typing import Any
 from cniplug import facts, ipam, skel
 from cniplug.plugins import common
 from cniplug.skel import Request, check_ifname
-from cniplug.spec import CNIError, ERR_INTERNAL, ERR_INVALID_CONFIG, ERR_UNSUPPORTED_FIELD
+from cniplug.spec import ERR_INTERNAL, ERR_INVALID_CONFIG, ERR_UNSUPPORTED_FIELD, CNIError
 
 LOCK_DIR = "/run/cniplug"
 
@@ -123,8 +123,8 @@ def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None
     bridge_addrs = facts.addresses(["ip"], cfg.bridge) if exists and cfg.is_gateway else []
     families = {ipaddress.ip_interface(ip["address"]).version for ip in ips}
 
-    gateways = []
-    forwarding = []
+    gateways: list[dict[str, Any]] = []
+    forwarding: list[tuple[str, str]] = []
     if cfg.is_gateway:
         for ip in ips:
             iface = ipaddress.ip_interface(ip["address"])

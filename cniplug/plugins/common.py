@@ -14,7 +14,7 @@ from typing import Any
 from cniplug import render, script
 from cniplug.runner import Runner
 from cniplug.skel import Request
-from cniplug.spec import CNIError, ERR_INVALID_CONFIG
+from cniplug.spec import ERR_INTERNAL, ERR_INVALID_CONFIG, CNIError
 
 log = logging.getLogger("cniplug")
 

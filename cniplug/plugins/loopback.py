@@ -7,7 +7,7 @@ from typing import Any
 from cniplug import facts, skel
 from cniplug.plugins.common import perform
 from cniplug.skel import Request
-from cniplug.spec import CNIError, ERR_INTERNAL
+from cniplug.spec import ERR_INTERNAL, CNIError
 
 
 def add(req: Request) -> dict[str, Any] | str | None:

@@ -12,12 +12,13 @@ from typing import Any
 from cniplug import facts, ipam, skel
 from cniplug.plugins import common
 from cniplug.skel import Request
-from cniplug.spec import CNIError, ERR_INTERNAL, ERR_INVALID_CONFIG
+from cniplug.spec import ERR_INTERNAL, ERR_INVALID_CONFIG, CNIError
 
 
 def parse_config(req: Request) -> tuple[bool, int]:
     if not ipam.ipam_type(req):
-        raise CNIError(ERR_INVALID_CONFIG, "field 'ipam' is required for ptp", "e.g. {\"type\": \"cniplug-host-local\"}")
+        raise CNIError(ERR_INVALID_CONFIG, "field 'ipam' is required for ptp",
+                       'e.g. {"type": "cniplug-host-local", ...}')
     return common.get_bool(req.config, "ipMasq"), common.get_mtu(req.config)
 
 
@@ -50,7 +51,9 @@ def plan_add(req: Request, ip_masq: bool, mtu: int, ipam_result: dict[str, Any],
         old = facts.sysctl(key)
         if old is not None and old != "1":
             forwarding.append((key, old))
-    addrs, p2p, host = [], [], []
+    addrs: list[dict[str, Any]] = []
+    p2p: list[dict[str, str]] = []
+    host: list[dict[str, Any]] = []
     for ip in ips:
         iface = ipaddress.ip_interface(ip["address"])
         full = iface.max_prefixlen

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from cniplug import facts, tutorial
+from cniplug.spec import CNIError
 
 HERE = Path(__file__).parent
 TUTORIAL = HERE.parent.parent / "docs" / "tutorial.zh.md"
 # Lines of the tutorial that only show or clean up, and have no counterpart in a step.
-SHOW_ONLY = re.compile(r"^(echo|brctl|route|ip -d|ip addr show|ip route show|ip neigh|ip netns exec \S+ (ip -d|ip addr show"
-                       r"|ip route show|ip neigh|route|ethtool)|.*2>/dev/null)")
+SHOW_ONLY = re.compile(r"^(echo|brctl|route|ip -d|ip addr show|ip route show|ip neigh"
+                       r"|ip netns exec \S+ (ip -d|ip addr show|ip route show|ip neigh|route|ethtool)|.*2>/dev/null)")
 
 
 def tutorial_commands(example: int) -> list[list[str]]:
@@ -65,7 +66,7 @@ def test_tutorial_golden(example: int, lang: str, request: pytest.FixtureRequest
 def test_prefix_and_subnet_are_applied_and_validated() -> None:
     text = tutorial.render_example(3, prefix="zz-", subnet="10.77.0.0/24").text
     assert "ip netns add zz-router" in text and "10.77.1.100/24" in text and "ns1" not in text
-    with pytest.raises(Exception):
+    with pytest.raises(CNIError):
         tutorial.render_example(1, prefix="a-very-long-prefix-")
-    with pytest.raises(Exception):
+    with pytest.raises(CNIError):
         tutorial.render_example(1, subnet="not-a-subnet")

@@ -101,7 +101,7 @@ def reserved_ips(data_dir: Path, network: str) -> dict[str, str]:
     d = data_dir / network
     if not d.is_dir():
         return {}
-    return {p.name: p.read_text() for p in d.iterdir() if p.name != "lock" and not p.name.startswith("last_reserved")}
+    return {p.name: p.read_bytes().decode() for p in d.iterdir() if p.name != "lock" and not p.name.startswith("last_reserved")}
 
 
 def addr_of(result: dict[str, Any], version: int) -> str:
