@@ -6,13 +6,14 @@ as explanations) come back as Markup and pass unchanged; everything else is quot
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from cniplug import i18n
@@ -49,10 +50,31 @@ def argv(words: list[Any]) -> Markup:
     return Markup(" ".join(quote(w) for w in words))
 
 
+CACHE_DIR = "/run/cniplug/jinja"
+
+
+def bytecode_cache() -> FileSystemBytecodeCache | None:
+    """Compiled templates, kept between runs (compiling costs ~35 ms a run).
+
+    The cache holds code, so it is used only in a directory that root owns and no one else can write.
+    """
+    if os.geteuid() != 0:
+        return None
+    try:
+        os.makedirs(CACHE_DIR, mode=0o700, exist_ok=True)
+        st = os.stat(CACHE_DIR)
+    except OSError:
+        return None
+    if st.st_uid != 0 or st.st_mode & 0o077:
+        return None
+    return FileSystemBytecodeCache(CACHE_DIR)
+
+
 @cache
 def environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(str(templates_dir())),
+        bytecode_cache=bytecode_cache(),
         undefined=StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,

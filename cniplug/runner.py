@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 
@@ -62,12 +63,18 @@ class Record:
 
 @dataclass
 class Runner:
-    """Runs a Script. `records` keeps argv, exit status and stderr of every command run."""
+    """Runs a Script. `records` keeps argv, exit status and stderr of every command run.
+
+    Batching is invisible to templates: consecutive `ip` steps for one namespace go to one
+    `ip -batch -` (it stops at the first failing line and names it, so rollback stays exact), and
+    consecutive iptables steps for one table to one `iptables-restore --noflush` (atomic: all or none).
+    """
 
     records: list[Completed] = field(default_factory=list)
+    batch: bool = True
 
-    def call(self, argv: list[str]) -> Completed:
-        result = execute(argv)
+    def call(self, argv: list[str], stdin: str | None = None) -> Completed:
+        result = execute(argv, stdin)
         self.records.append(result)
         log.debug("ran %s -> %d %s", argv, result.rc, result.stderr.strip())
         return result
@@ -78,20 +85,50 @@ class Runner:
         best_effort (DEL): every failure is logged and skipped, nothing is rolled back.
         """
         done: list[Step] = []
-        for index, step in enumerate(script.steps):
-            result = self.call(step.argv)
-            if result.rc == 0:
-                done.append(step)
+        steps = script.steps
+        index = 0
+        while index < len(steps):
+            group = self.group(steps, index) if self.batch and not best_effort else [steps[index]]
+            ok, failed = self.run_group(group)
+            done.extend(group[:ok])
+            index += len(group)
+            if failed is None:
                 continue
+            step, result = failed
             if step.tolerant or best_effort:
                 log.info("ignored failure of %s: %s", step.line, result.stderr.strip())
-                continue
+                continue  # tolerant steps and best-effort runs are never batched: group == [step]
             self.rollback(done)
             raise CNIError(
                 ERR_INTERNAL,
-                f"step {index + 1} failed: {' '.join(step.argv)}",
+                f"step {steps.index(step) + 1} failed: {' '.join(step.argv)}",
                 f"exit {result.rc}: {result.stderr.strip()}",
             )
+
+    def group(self, steps: list[Step], start: int) -> list[Step]:
+        """The longest run of steps from `start` that can go to the kernel as one batch."""
+        key = batch_key(steps[start])
+        if key is None:
+            return [steps[start]]
+        end = start + 1
+        while end < len(steps) and batch_key(steps[end]) == key:
+            end += 1
+        return steps[start:end]
+
+    def run_group(self, group: list[Step]) -> tuple[int, tuple[Step, Completed] | None]:
+        """Run a group; returns (how many steps completed, the failed step and its result)."""
+        if len(group) == 1:
+            result = self.call(group[0].argv)
+            return (1, None) if result.rc == 0 else (0, (group[0], result))
+        argv, stdin = batch_command(group)
+        result = self.call(argv, stdin)
+        if result.rc == 0:
+            return len(group), None
+        if argv[0] == "iptables-restore" or argv[0] == "ip6tables-restore":
+            return 0, (_restore_failed_step(group, result), result)
+        m = re.search(r"Command failed -:(\d+)", result.stderr)
+        line = int(m.group(1)) if m else 1
+        return line - 1, (group[line - 1], result)
 
     def rollback(self, done: list[Step]) -> None:
         for step in reversed(done):
@@ -101,14 +138,66 @@ class Runner:
                     log.warning("rollback step %s failed: %s", undo, result.stderr.strip())
 
 
+_IP_BATCHABLE = re.compile(r"^[A-Za-z0-9_.:/=@+,-]+$")  # words ip's batch parser reads as we mean them
+
+
+def _ip_prefix(argv: list[str]) -> int:
+    """Length of the `ip` command prefix (`ip`, `ip -n NS`, `nsenter --net=P ip`), 0 if not batchable."""
+    if argv[0] == "ip":
+        n = 3 if argv[1:2] == ["-n"] else 1
+    elif argv[0] == "nsenter" and len(argv) > 3 and argv[1].startswith("--net=") and argv[2] == "ip":
+        n = 3
+    else:
+        return 0
+    rest = argv[n:]
+    if not rest or rest[0].startswith("-") or rest[0] == "netns" or not all(_IP_BATCHABLE.match(w) for w in rest):
+        return 0
+    return n
+
+
+def batch_key(step: Step) -> tuple[str, ...] | None:
+    if step.tolerant:
+        return None
+    argv = step.argv
+    n = _ip_prefix(argv)
+    if n:
+        return ("ip", *argv[:n])
+    if (argv[0] in ("iptables", "ip6tables") and argv[1:3] == ["-w", "-t"] and len(argv) > 5
+            and argv[4] in ("-N", "-A", "-I", "-D")):
+        return (argv[0], argv[3])
+    return None
+
+
+def _restore_word(word: str) -> str:
+    if _IP_BATCHABLE.match(word) or word == "!":
+        return word
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def batch_command(group: list[Step]) -> tuple[list[str], str]:
+    first = group[0].argv
+    if first[0] in ("iptables", "ip6tables"):
+        lines = [" ".join(_restore_word(w) for w in step.argv[4:]) for step in group]
+        return [f"{first[0]}-restore", "-w", "--noflush"], f"*{first[3]}\n" + "\n".join(lines) + "\nCOMMIT\n"
+    n = _ip_prefix(first)
+    return [*first[:n], "-batch", "-"], "".join(" ".join(step.argv[n:]) + "\n" for step in group)
+
+
+def _restore_failed_step(group: list[Step], result: Completed) -> Step:
+    m = re.search(r"line (\d+) failed", result.stderr)
+    line = int(m.group(1)) - 1 if m else 1  # line 1 is the *table header
+    return group[min(max(line, 1), len(group)) - 1]
+
+
 @dataclass
 class RecordingRunner(Runner):
     """For tests: runs nothing, records argv; `fail_at` makes the N-th command (1-based) fail."""
 
     fail_at: int | None = None
     calls: list[list[str]] = field(default_factory=list)
+    batch: bool = False
 
-    def call(self, argv: list[str]) -> Completed:
+    def call(self, argv: list[str], stdin: str | None = None) -> Completed:
         self.calls.append(argv)
         rc = 1 if self.fail_at is not None and len(self.calls) == self.fail_at else 0
         result = Completed(argv=argv, rc=rc, stderr="injected failure" if rc else "")

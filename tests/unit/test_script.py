@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cniplug import render, script
-from cniplug.runner import RecordingRunner
+from cniplug.runner import Completed, RecordingRunner
 from cniplug.spec import CNIError
 
 BODY = """# Create the bridge
@@ -89,3 +89,64 @@ def test_render_refuses_newlines(value: str) -> None:
 def test_explanations_cannot_break_out_of_comments() -> None:
     text = render.environment().from_string("{{ say('bridge_add', name=n) }}\n").render(n="x\nreboot")
     assert script.parse(text).steps == []
+
+
+BATCH_BODY = """ip link add cni0 type bridge
+#undo ip link delete cni0
+ip link set cni0 up
+ip -n ns1 addr add 10.0.0.2/24 dev eth0
+#undo ip -n ns1 addr del 10.0.0.2/24 dev eth0
+ip -n ns1 link set eth0 up
+sysctl -w net.ipv4.ip_forward=1
+#undo sysctl -w net.ipv4.ip_forward=0
+iptables -w -t nat -N CNI-x
+#undo iptables -w -t nat -X CNI-x
+iptables -w -t nat -A CNI-x -m comment --comment 'name: "n" id: "c"' -j ACCEPT
+#undo iptables -w -t nat -D CNI-x -m comment --comment 'name: "n" id: "c"' -j ACCEPT
+"""
+
+
+class BatchRecorder(RecordingRunner):
+    """Records batches; `fail` maps a batch's argv[0] to (exit code, stderr) to fake a kernel failure."""
+
+    def __init__(self, fail: dict[str, tuple[int, str]] | None = None) -> None:
+        super().__init__(batch=True)
+        self.fail = fail or {}
+        self.stdins: list[str | None] = []
+
+    def call(self, argv: list[str], stdin: str | None = None) -> Completed:
+        self.calls.append(argv)
+        self.stdins.append(stdin)
+        for key, (rc, err) in self.fail.items():
+            if " ".join(argv).startswith(key):
+                return Completed(argv, rc, "", err)
+        return Completed(argv, 0)
+
+
+def test_batches_group_ip_per_namespace_and_iptables_per_table() -> None:
+    r = BatchRecorder()
+    r.run(script.parse(BATCH_BODY))
+    assert r.calls == [["ip", "-batch", "-"], ["ip", "-n", "ns1", "-batch", "-"],
+                       ["sysctl", "-w", "net.ipv4.ip_forward=1"], ["iptables-restore", "-w", "--noflush"]]
+    assert r.stdins[0] == "link add cni0 type bridge\nlink set cni0 up\n"
+    assert r.stdins[3] == ('*nat\n-N CNI-x\n-A CNI-x -m comment --comment "name: \\"n\\" id: \\"c\\"" -j ACCEPT\n'
+                           "COMMIT\n")
+
+
+def test_ip_batch_failure_rolls_back_exactly_the_lines_before_it() -> None:
+    r = BatchRecorder({"ip -n ns1 -batch": (1, "Error: x\nCommand failed -:2\n")})
+    with pytest.raises(CNIError) as e:
+        r.run(script.parse(BATCH_BODY))
+    assert "ip -n ns1 link set eth0 up" in e.value.msg
+    # line 1 of the namespace batch (the address) completed: its undo runs, then the bridge's
+    assert r.calls[2:] == [["ip", "-n", "ns1", "addr", "del", "10.0.0.2/24", "dev", "eth0"],
+                           ["ip", "link", "delete", "cni0"]]
+
+
+def test_restore_failure_is_atomic_and_rolls_back_earlier_steps() -> None:
+    r = BatchRecorder({"iptables-restore": (1, "iptables-restore: line 2 failed: Chain already exists.\n")})
+    with pytest.raises(CNIError) as e:
+        r.run(script.parse(BATCH_BODY))
+    assert "-N CNI-x" in e.value.msg
+    assert ["iptables", "-w", "-t", "nat", "-X", "CNI-x"] not in r.calls  # restore applied nothing
+    assert r.calls[-1] == ["ip", "link", "delete", "cni0"]
