@@ -47,10 +47,9 @@ def import_paths() -> list[str]:
     """Directories holding cniplug and its dependencies, for wrappers run with `python -I`."""
     paths = []
     for mod in ("cniplug", "sh", "jinja2", "markupsafe"):
-        spec_origin = import_module(mod).__file__ or ""
-        top = Path(spec_origin).resolve().parent
-        if mod != "sh":  # sh is a single module, the others are packages
-            top = top.parent
+        origin = Path(import_module(mod).__file__ or "").resolve()
+        # A package (.../name/__init__.py) lives two levels up, a single module one.
+        top = origin.parent.parent if origin.name == "__init__.py" else origin.parent
         if str(top) not in paths:
             paths.append(str(top))
     return paths

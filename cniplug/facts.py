@@ -78,6 +78,14 @@ def link_flags(name: str) -> int:
         return 0
 
 
+def ifindex_of(name: str) -> int:
+    try:
+        with open(f"/sys/class/net/{name}/ifindex") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return -1
+
+
 def master_of(name: str) -> str:
     try:
         return os.path.basename(os.readlink(f"/sys/class/net/{name}/master"))

@@ -23,8 +23,9 @@ fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/build-cnitool.XXXXXX")
 log=$work/log
+tmpbin=$(dirname "$cache")/.cnitool.tmp$$
 trap 'rc=$?; if [ $rc -ne 0 ]; then echo "build-cnitool.sh: FAILED (exit $rc); log follows:" >&2; \
-  cat "$log" >&2 2>/dev/null; fi; rm -rf "$work"' EXIT
+  cat "$log" >&2 2>/dev/null; fi; rm -rf "$work"; rm -f "$tmpbin"' EXIT
 : >"$log"
 run() {  # run quietly; the log is printed by the EXIT trap if anything fails
   echo "+ $*" >>"$log"
@@ -73,7 +74,6 @@ fi
 mkdir -p "$(dirname "$cache")"
 export HOME=$work/home GOCACHE=$work/gocache GOPATH=/usr/share/gocode GO111MODULE=off GOFLAGS= CGO_ENABLED=0
 mkdir -p "$HOME"
-tmpbin=$(dirname "$cache")/.cnitool.tmp$$
 (cd "$(dirname "$main")" && run go build -o "$tmpbin" ./cnitool.go)
 cp "$main" "$(dirname "$cache")/cnitool.go"  # keep the source next to the binary for reference
 mv -f "$tmpbin" "$cache"

@@ -21,6 +21,8 @@ Spec keys:
     stdin               raw stdin instead of the config
     dryRun              add --dry-run
     record              run for real, but with the kernel commands recorded instead of executed (no root)
+    failAt              with record: the N-th command fails (to show rollback)
+    showRecorded        with record: list the commands the runner was given, rollback included
     pretty              pipe the JSON output through `jq .`
     status              print the exit status
   tutorial, lang        `cniplug tutorial N --lang en|zh`
@@ -36,11 +38,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import functools
 import hashlib
 import importlib.util
 import io
 import itertools
 import json
+import logging
 import re
 import shlex
 import sys
@@ -70,6 +74,7 @@ BLOCK = re.compile(r"(?P<open><!-- cniplug-run: (?P<spec>.*?) -->\n)(?P<body>.*?
                    re.DOTALL)
 
 
+@functools.cache
 def _load_fake_facts() -> Any:
     path = ROOT / "tests" / "golden" / "test_golden.py"
     spec = importlib.util.spec_from_file_location("cniplug_docs_golden", path)
@@ -84,24 +89,25 @@ def _mac(n: int) -> str:
 
 
 @contextlib.contextmanager
-def fakes(data: dict[str, Any], record: bool = False) -> Iterator[None]:
+def fakes(data: dict[str, Any], record: bool = False,
+          fail_at: int | None = None) -> Iterator[list[runner.RecordingRunner]]:
     """The golden tests' fakes, plus distinct fixed MACs; with `record`, a runner that runs nothing."""
     with pytest.MonkeyPatch.context() as mp:
         _load_fake_facts()(data).install(mp)
         counter = itertools.count(1)
         mp.setattr(common, "random_mac", lambda: _mac(next(counter)))
+        recorders: list[runner.RecordingRunner] = []
         if record:
-            recorders: list[runner.RecordingRunner] = []
 
             def factory() -> runner.RecordingRunner:
-                recorders.append(runner.RecordingRunner())
+                recorders.append(runner.RecordingRunner(fail_at=fail_at))
                 return recorders[-1]
 
             def mac_of(name: str) -> str:
                 # The MAC the script gave the device (`ip link add NAME ... address MAC`), else a fixed one.
                 for rec in recorders:
                     for argv in rec.calls:
-                        if argv[:4] == ["ip", "link", "add", name] and "address" in argv:
+                        if argv[:4] == ["ip", "link", "add", name]:
                             words = argv[: argv.index("peer")] if "peer" in argv else argv
                             if "address" in words:
                                 return words[words.index("address") + 1]
@@ -111,7 +117,29 @@ def fakes(data: dict[str, Any], record: bool = False) -> Iterator[None]:
             mp.setattr(common, "maybe_lock", lambda req, lock, name: contextlib.nullcontext())
             mp.setattr(facts, "check_netns", lambda path: None)
             mp.setattr(facts, "mac_of", mac_of)
-        yield
+        yield recorders
+
+
+def recorded_commands(recorders: list[runner.RecordingRunner]) -> str:
+    lines = ["# The commands the runner was given (recorded, not executed):"]
+    for rec in recorders:
+        for n, (argv, done) in enumerate(zip(rec.calls, rec.records, strict=True), 1):
+            status = f"  -> exit {done.rc}: {done.stderr}" if done.rc else ""
+            lines.append(f"#  {n:2} {shlex.join(argv)}{status}")
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def plugin_logs(stderr: io.StringIO) -> Iterator[None]:
+    """The plugin's log (stderr in a real run) goes to `stderr`, not into the generator's output."""
+    logger = logging.getLogger("cniplug")
+    saved = logger.handlers[:], logger.level
+    logger.handlers.clear()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            yield
+    finally:
+        logger.handlers[:], logger.level = saved[0], saved[1]
 
 
 def handlers_of(plugin: str) -> tuple[dict[str, skel.Handler], str]:
@@ -151,13 +179,17 @@ def run_plugin_block(spec: dict[str, Any]) -> str:
             env = {k: v for k, v in env.items() if v is not None}
             stdin = step["stdin"].encode() if "stdin" in step else raw
             stdout = io.StringIO()
-            with fakes(spec.get("facts", {}), record=bool(step.get("record"))):
+            stderr = io.StringIO()
+            with fakes(spec.get("facts", {}), bool(step.get("record")), step.get("failAt")) as recorders, \
+                    plugin_logs(stderr):
                 rc = skel.run(handlers, about, argv=["--dry-run"] if step.get("dryRun") else [],
                               environ=env, stdin=io.BytesIO(stdin), stdout=stdout)
             text = stdout.getvalue().replace(tmp, DATA_DIR)
             if step.get("pretty") and text.strip():
                 text = json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n"
             out.append(command_line(plugin, env, step, config_file))
+            if step.get("showRecorded"):
+                out.append(recorded_commands(recorders))
             if text:
                 out.append(text.rstrip("\n"))
             if step.get("status"):
@@ -210,7 +242,7 @@ def stale(docs: list[Path] = DOCS) -> dict[Path, str]:
         old = path.read_text()
         new = regenerate(old)
         if new != old:
-            rel = path.relative_to(ROOT)
+            rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
             diffs[path] = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
                                                        f"a/{rel}", f"b/{rel}"))
     return diffs

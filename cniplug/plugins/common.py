@@ -272,14 +272,16 @@ def check_attachment(req: Request, prev: dict[str, Any], bridge: str = "") -> No
         dst = _norm_dst(r["dst"])
         if (dst, r["gw"]) not in present and not (not r["gw"] and any(d == dst for d, _ in present)):
             raise CNIError(ERR_INTERNAL, f"route {r['dst']} via {r['gw'] or '-'} missing in {req.netns}")
-    for itf in interfaces:
-        if itf.get("sandbox") or itf.get("name") == bridge:
-            continue
-        name = itf.get("name", "")
-        if not facts.link_exists(name):
-            raise CNIError(ERR_INTERNAL, f"host interface {name!r} from prevResult not found")
-        if bridge and facts.master_of(name) != bridge:
-            raise CNIError(ERR_INTERNAL, f"host interface {name!r} is not attached to bridge {bridge!r}")
+    # Our host end is the container link's veth peer; later plugins may add host interfaces of their
+    # own (bandwidth's ifb), which are theirs to check.
+    peer = link.get("link_index")
+    mine = [itf.get("name", "") for itf in interfaces if not itf.get("sandbox") and itf.get("name") != bridge
+            and facts.ifindex_of(itf.get("name", "")) == peer]
+    if not mine:
+        raise CNIError(ERR_INTERNAL, f"the host end of {req.ifname} (ifindex {peer}) is not in prevResult "
+                       "or no longer exists")
+    if bridge and facts.master_of(mine[0]) != bridge:
+        raise CNIError(ERR_INTERNAL, f"host interface {mine[0]!r} is not attached to bridge {bridge!r}")
 
 
 def _norm_dst(dst: str) -> str:
