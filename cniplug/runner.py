@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass, field
 
 from cniplug.script import Script, Step
-from cniplug.spec import ERR_INTERNAL, CNIError
+from cniplug.spec import ERR_INTERNAL, ERR_TRY_AGAIN_LATER, CNIError
 
 log = logging.getLogger("cniplug")
 
@@ -99,8 +99,10 @@ class Runner:
                 log.info("ignored failure of %s: %s", step.line, result.stderr.strip())
                 continue  # tolerant steps and best-effort runs are never batched: group == [step]
             self.rollback(done)
+            # Another program holding the xtables lock for longer than -w waits is transient.
+            busy = "xtables lock" in result.stderr
             raise CNIError(
-                ERR_INTERNAL,
+                ERR_TRY_AGAIN_LATER if busy else ERR_INTERNAL,
                 f"step {steps.index(step) + 1} failed: {' '.join(step.argv)}",
                 f"exit {result.rc}: {result.stderr.strip()}",
             )

@@ -5,7 +5,6 @@ Config keys and defaults follow the reference bridge plugin (cni-notes 3.1).
 
 from __future__ import annotations
 
-import fcntl
 import ipaddress
 import os
 from collections.abc import Iterator
@@ -16,7 +15,13 @@ from typing import Any
 from cniplug import facts, ipam, skel
 from cniplug.plugins import common
 from cniplug.skel import Request, check_ifname
-from cniplug.spec import ERR_INTERNAL, ERR_INVALID_CONFIG, ERR_UNSUPPORTED_FIELD, CNIError
+from cniplug.spec import (
+    ERR_INTERNAL,
+    ERR_INVALID_CONFIG,
+    ERR_NOT_AVAILABLE_LIMITED,
+    ERR_UNSUPPORTED_FIELD,
+    CNIError,
+)
 
 LOCK_DIR = "/run/cniplug"
 
@@ -69,13 +74,19 @@ def parse_config(req: Request) -> BridgeConfig:
     return cfg
 
 
+LOCK_TIMEOUT = 120.0
+
+
 @contextmanager
 def bridge_lock(name: str) -> Iterator[None]:
-    """Serialise plugin runs on one bridge: creating it, its gateway address and rollback stay consistent."""
+    """Serialise plugin runs on one bridge: creating it, its gateway address and rollback stay consistent.
+
+    Waiting longer than LOCK_TIMEOUT is reported as "try again later" (11), not as a failure.
+    """
     os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
-    fd = os.open(f"{LOCK_DIR}/bridge-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(f"{LOCK_DIR}/bridge-{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        common.flock_with_timeout(fd, LOCK_TIMEOUT, f"bridge {name!r} is busy")
         yield
     finally:
         os.close(fd)
@@ -232,7 +243,13 @@ def gc(req: Request) -> str | None:
 
 
 def status(req: Request) -> None:
-    parse_config(req)
+    """Can ADD be served now? 50 from IPAM (e.g. no address left), or when a tool is missing; 51 when
+    the bridge exists but is down: ADD could work, but the containers already on it are cut off."""
+    cfg = parse_config(req)
+    common.check_tools(cfg.ip_masq)
+    if facts.link_exists(cfg.bridge) and not facts.link_flags(cfg.bridge) & facts.IFF_UP:
+        raise CNIError(ERR_NOT_AVAILABLE_LIMITED, f"bridge {cfg.bridge!r} is down",
+                       "containers attached to it have no connectivity")
     ipam.run(req, "STATUS")
 
 

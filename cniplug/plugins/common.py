@@ -14,7 +14,7 @@ from typing import Any
 from cniplug import render, script
 from cniplug.runner import Runner
 from cniplug.skel import Request
-from cniplug.spec import ERR_INTERNAL, ERR_INVALID_CONFIG, CNIError
+from cniplug.spec import ERR_INTERNAL, ERR_INVALID_CONFIG, ERR_NOT_AVAILABLE, ERR_TRY_AGAIN_LATER, CNIError
 
 log = logging.getLogger("cniplug")
 
@@ -307,3 +307,31 @@ def check_masq(req: Request, prev: dict[str, Any]) -> None:
             if not any(line.startswith(f"-A POSTROUTING -s {source} ") and line.endswith(f"-j {plan['chain']}")
                        for line in lines):
                 raise CNIError(ERR_INTERNAL, f"NAT rule for {source} -> {plan['chain']} missing in POSTROUTING")
+
+
+def check_tools(ip_masq: bool) -> None:
+    """STATUS: the commands ADD will run must be installed (code 50 otherwise)."""
+    from cniplug import runner
+
+    for tool in ["ip", "sysctl", "nsenter"] + (["iptables", "iptables-restore"] if ip_masq else []):
+        try:
+            runner.which(tool)
+        except CNIError:
+            raise CNIError(ERR_NOT_AVAILABLE, f"command {tool!r} not found", "install iproute2/iptables") from None
+
+
+def flock_with_timeout(fd: int, timeout: float, busy: str) -> None:
+    """Blocking exclusive flock; past `timeout` seconds a CNI "try again later" (11) instead."""
+    import fcntl
+    import signal
+
+    def expire(signum: int, frame: object) -> None:
+        raise CNIError(ERR_TRY_AGAIN_LATER, busy, f"lock not free after {timeout:.0f} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

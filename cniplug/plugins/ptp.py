@@ -137,7 +137,8 @@ def gc(req: Request) -> str | None:
 
 
 def status(req: Request) -> None:
-    parse_config(req)
+    ip_masq, _ = parse_config(req)
+    common.check_tools(ip_masq)
     ipam.run(req, "STATUS")
 
 

@@ -150,3 +150,25 @@ def test_restore_failure_is_atomic_and_rolls_back_earlier_steps() -> None:
     assert "-N CNI-x" in e.value.msg
     assert ["iptables", "-w", "-t", "nat", "-X", "CNI-x"] not in r.calls  # restore applied nothing
     assert r.calls[-1] == ["ip", "link", "delete", "cni0"]
+
+
+def test_lock_timeout_is_try_again_later(tmp_path: pytest.TempPathFactory) -> None:
+    import fcntl
+    import os
+
+    from cniplug.plugins.common import flock_with_timeout
+
+    path = os.path.join(str(tmp_path), "lock")
+    holder = os.open(path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    pid = os.fork()
+    if pid == 0:  # a second process: flock locks are per open file, so contend from another one
+        fd = os.open(path, os.O_RDWR)
+        try:
+            flock_with_timeout(fd, 0.2, "busy")
+        except CNIError as err:
+            os._exit(err.code)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    os.close(holder)
+    assert os.WEXITSTATUS(status) == 11

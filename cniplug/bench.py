@@ -1,0 +1,622 @@
+"""`cniplug bench`: our plugins against the reference Go plugins (/usr/lib/cni), side by side, in one run.
+
+Both sides get equivalent configs (cniVersion 1.0.0, ipMasq, isGateway, host-local IPAM with its own dataDir) on
+their own bridge, network name and subnet. Every measured call is exec'd as a runtime execs it: ours through the
+wrappers `cniplug install` writes, the reference binaries directly. Rounds alternate which side goes first, and
+every measured ADD gets a fresh namespace and container id (created before the clock starts). The clock covers
+the plugin process only: Popen to wait4.
+
+Names: namespaces and container ids `cnb-o-<n>` (ours) / `cnb-r-<n>` (reference), bridges `cnbbr-o` / `cnbbr-r`,
+networks `cnbnet-bo`, `cnbnet-br` (bridge), `cnbnet-po`, `cnbnet-pr` (ptp), subnets inside 10.251.0.0/16.
+Everything is removed at the end, also on Ctrl-C, SIGTERM or an exception.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+from cniplug import __version__
+from cniplug.plugins.common import chain_name
+
+REFERENCE_DIR = "/usr/lib/cni"
+CNI_VERSION = "1.0.0"
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PREFIX = "cnb"  # every namespace, link and network name this creates starts with it
+NET_PREFIX = "cnbnet-"
+POOL = 4  # workers for untimed work (populating a bridge, cleaning up)
+TIMEOUT = 120.0  # seconds for one untimed command
+
+# (kind, side) -> (network name, subnet); each /22 holds 1021 containers.
+LAYOUT: dict[tuple[str, str], tuple[str, str]] = {
+    ("bridge", "o"): ("cnbnet-bo", "10.251.0.0/22"),
+    ("bridge", "r"): ("cnbnet-br", "10.251.4.0/22"),
+    ("ptp", "o"): ("cnbnet-po", "10.251.8.0/22"),
+    ("ptp", "r"): ("cnbnet-pr", "10.251.12.0/22"),
+}
+SIDES = ("o", "r")
+SIDE_NAME = {"o": "ours", "r": "reference"}
+
+
+# ---------------------------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Sample:
+    """One plugin process: wall time, CPU time and peak RSS as wait4 reports them for the plugin pid."""
+
+    wall: float  # seconds, Popen to wait4
+    cpu: float  # seconds, user + sys of the plugin and every descendant it reaped
+    maxrss_kb: int  # the largest single process among the plugin and its reaped descendants (Linux wait4)
+    rc: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+    def why(self) -> str:
+        text = (self.stdout + b" " + self.stderr).decode(errors="replace").strip()
+        return f"exit {self.rc}: {text[:400]}"
+
+
+class Pending:
+    """A started plugin process; stdin/stdout/stderr are files, so waiting on the pid alone cannot deadlock."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], stdin: bytes) -> None:
+        self._files: list[IO[bytes]] = [tempfile.TemporaryFile() for _ in range(3)]
+        fin, fout, ferr = self._files
+        fin.write(stdin)
+        fin.flush()
+        fin.seek(0)
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen(argv, stdin=fin, stdout=fout, stderr=ferr, env=env)
+
+    def wait(self) -> Sample:
+        _, status, usage = os.wait4(self.proc.pid, 0)
+        wall = time.perf_counter() - self.t0
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        _, fout, ferr = self._files
+        fout.seek(0)
+        ferr.seek(0)
+        sample = Sample(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, self.proc.returncode,
+                        fout.read(), ferr.read())
+        for f in self._files:
+            f.close()
+        return sample
+
+
+def run_quiet(*argv: str) -> subprocess.CompletedProcess[str]:
+    """An untimed helper command (ip, iptables); its failure is the caller's business."""
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=TIMEOUT, check=False)
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+
+
+def p90(values: list[float]) -> float:
+    """Nearest-rank 90th percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str  # "ratio": median of per-pair ratios <= limit; "max"/"median": ours, absolute, in the row's unit
+    limit: float
+
+    def text(self, unit: str) -> str:
+        if self.kind == "ratio":
+            return f"ratio <= {self.limit:.1f}"
+        return f"{self.kind} <= {self.limit:g} {unit}"
+
+
+@dataclass
+class Row:
+    name: str
+    unit: str
+    ours: list[float]
+    ref: list[float] | None  # paired with ours, same length; None for ours-only rows
+    target: Target | None = None
+
+    def ratios(self) -> list[float]:
+        return [o / r for o, r in zip(self.ours, self.ref or [], strict=False) if r > 0]
+
+    def ratio_pairs(self) -> float | None:
+        ratios = self.ratios()
+        return statistics.median(ratios) if ratios else None
+
+    def ratio_medians(self) -> float | None:
+        if not self.ours or not self.ref or statistics.median(self.ref) <= 0:
+            return None
+        return statistics.median(self.ours) / statistics.median(self.ref)
+
+    def judged(self) -> float | None:
+        if self.target is None or not self.ours:
+            return None
+        if self.target.kind == "ratio":
+            return self.ratio_pairs()
+        return max(self.ours) if self.target.kind == "max" else statistics.median(self.ours)
+
+    def met(self) -> bool | None:
+        value = self.judged()
+        if value is None or self.target is None:
+            return None
+        return value <= self.target.limit
+
+    def as_json(self) -> dict[str, Any]:
+        def side(values: list[float] | None) -> dict[str, Any] | None:
+            if not values:
+                return None
+            return {"median": statistics.median(values), "p90": p90(values), "max": max(values), "samples": values}
+
+        return {"name": self.name, "unit": self.unit, "ours": side(self.ours), "reference": side(self.ref),
+                "ratio_median_of_pairs": self.ratio_pairs(), "ratio_of_medians": self.ratio_medians(),
+                "target": None if self.target is None else self.target.text(self.unit), "met": self.met()}
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def table(rows: list[Row]) -> str:
+    head = ("metric", "n", "ours med", "ours p90", "ref med", "ref p90", "ratio pairs", "ratio meds", "target", "")
+    lines = [head]
+    for row in rows:
+        o, r = row.ours, row.ref or []
+        met = row.met()
+        verdict = "" if met is None else ("met" if met else "NOT met")
+        target = "" if row.target is None else row.target.text(row.unit)
+        lines.append((f"{row.name} [{row.unit}]", str(len(o)),
+                      fmt(statistics.median(o) if o else None), fmt(p90(o) if o else None),
+                      fmt(statistics.median(r) if r else None), fmt(p90(r) if r else None),
+                      fmt(row.ratio_pairs(), 2), fmt(row.ratio_medians(), 2), target, verdict))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    out = []
+    for k, line in enumerate(lines):
+        cells = [cell.ljust(widths[i]) if i in (0, 8, 9) else cell.rjust(widths[i]) for i, cell in enumerate(line)]
+        out.append("  ".join(cells).rstrip())
+        if k == 0:
+            out.append("-" * len(out[0]))
+    return "\n".join(out)
+
+
+NOTES = """\
+ratio pairs = median over rounds of ours/reference measured back to back (which side goes first alternates);
+ratio meds = median(ours) / median(reference). Ratio targets are judged on ratio pairs, peak RSS on ours' max,
+dry-run on ours' median. Times are the plugin process only (Popen to wait4), namespaces made before the clock.
+CPU = ru_utime + ru_stime from wait4 on the plugin pid: the plugin and every child it reaped (ours: the python
+wrapper and its ip/iptables/... children; reference: the Go binary, host-local and iptables).
+peak RSS = ru_maxrss from that same wait4: Linux reports the largest single process among the plugin and its
+reaped children (a max over the tree, not a sum); for ours that is the python process (ip/iptables use less).
+N parallel = N ADDs on the bridge network started at once, each with its own namespace: wall until the last exits.
+dry-run = `cniplug-bridge --dry-run` ADD, the whole process (interpreter start, imports, probes, render)."""
+
+
+# ---------------------------------------------------------------------------------------------- the bench
+
+
+@dataclass(frozen=True)
+class Network:
+    side: str  # "o" ours, "r" reference
+    kind: str  # "bridge" or "ptp"
+    argv: tuple[str, ...]
+    cni_path: str
+    config: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.config["name"])
+
+
+@dataclass
+class Live:
+    """A container that may hold a reservation, a veth and a NAT chain: DEL it before leaving."""
+
+    net: Network
+    netns: str  # namespace name (under /run/netns)
+    prev: dict[str, Any] | None = None  # the ADD result, passed as prevResult to DEL as libcni does
+
+
+@dataclass
+class Options:
+    rounds: int
+    populations: list[int]
+    parallel: int
+    parallel_rounds: int
+    json_path: str | None
+
+
+def make_networks(bin_dir: Path, data_dir: Path) -> dict[tuple[str, str], Network]:
+    nets = {}
+    for (kind, side), (name, subnet) in LAYOUT.items():
+        ours = side == "o"
+        plugin = f"cniplug-{kind}" if ours else kind
+        config: dict[str, Any] = {
+            "cniVersion": CNI_VERSION, "name": name, "type": plugin, "ipMasq": True,
+            "ipam": {"type": "cniplug-host-local" if ours else "host-local", "ranges": [[{"subnet": subnet}]],
+                     "dataDir": str(data_dir / name)},
+        }
+        if kind == "bridge":
+            config.update(bridge=f"cnbbr-{side}", isGateway=True)
+        argv = (str(bin_dir / plugin),) if ours else (f"{REFERENCE_DIR}/{kind}",)
+        nets[kind, side] = Network(side, kind, argv, str(bin_dir) if ours else REFERENCE_DIR, config)
+    return nets
+
+
+class Bench:
+    def __init__(self, opts: Options, tmp: Path) -> None:
+        self.opts = opts
+        self.tmp = tmp
+        self.bin_dir = tmp / "bin"
+        self.nets = make_networks(self.bin_dir, tmp / "data")
+        self.lock = threading.Lock()
+        self.counter = dict.fromkeys(SIDES, 0)
+        self.live: dict[str, Live] = {}  # container id -> what DEL needs
+        self.namespaces: set[str] = set()
+        self.used_ids: dict[str, list[str]] = {net.name: [] for net in self.nets.values()}
+        self.population: dict[str, list[str]] = {net.name: [] for net in self.nets.values()}
+        self.failures: list[str] = []
+        self.started = time.monotonic()
+
+    # -------------------------------------------------------------------------------- plumbing
+
+    def say(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.started:7.1f}s] {text}", file=sys.stderr, flush=True)
+
+    def fail(self, text: str) -> None:
+        with self.lock:
+            self.failures.append(text)
+        self.say(f"FAILED {text}")
+
+    def install(self) -> None:
+        import cniplug
+
+        top = str(Path(cniplug.__file__ or "").resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [top, os.environ.get("PYTHONPATH")]))}
+        subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(self.bin_dir)], env=env,
+                       check=True, capture_output=True, timeout=TIMEOUT)
+
+    def new_container(self, net: Network) -> str:
+        """A fresh namespace; its name is the container id too. Untimed."""
+        with self.lock:
+            self.counter[net.side] += 1
+            cid = f"{PREFIX}-{net.side}-{self.counter[net.side]}"
+            self.namespaces.add(cid)
+            self.used_ids[net.name].append(cid)
+        proc = run_quiet("ip", "netns", "add", cid)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ip netns add {cid}: {proc.stderr.strip()}")
+        return cid
+
+    def drop_namespace(self, cid: str) -> None:
+        run_quiet("ip", "netns", "delete", cid)
+        with self.lock:
+            self.namespaces.discard(cid)
+
+    def env(self, net: Network, command: str, cid: str, netns: str) -> dict[str, str]:
+        return {"PATH": PATH, "CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": f"/run/netns/{netns}",
+                "CNI_IFNAME": "eth0", "CNI_PATH": net.cni_path}
+
+    def start(self, net: Network, cid: str) -> Pending:
+        with self.lock:
+            self.live[cid] = Live(net, cid)  # before the exec: an interrupted ADD is DEL'd too
+        return Pending(list(net.argv), self.env(net, "ADD", cid, cid), json.dumps(net.config).encode())
+
+    def finish_add(self, cid: str, sample: Sample) -> Sample:
+        if sample.ok:
+            try:
+                self.live[cid].prev = json.loads(sample.stdout)
+            except ValueError:
+                self.fail(f"ADD {cid}: stdout is not JSON: {sample.stdout[:200]!r}")
+        else:
+            self.fail(f"ADD {cid} ({self.live[cid].net.name}): {sample.why()}")
+        return sample
+
+    def add(self, net: Network, cid: str) -> Sample:
+        return self.finish_add(cid, self.start(net, cid).wait())
+
+    def delete(self, cid: str, *, quiet: bool = False) -> Sample:
+        """DEL with prevResult (as libcni does), then remove the namespace (untimed)."""
+        entry = self.live[cid]
+        config = dict(entry.net.config)
+        if entry.prev is not None:
+            config["prevResult"] = entry.prev
+        sample = Pending(list(entry.net.argv), self.env(entry.net, "DEL", cid, entry.netns),
+                         json.dumps(config).encode()).wait()
+        if sample.ok:
+            with self.lock:
+                del self.live[cid]
+            self.drop_namespace(cid)
+        elif not quiet:
+            self.fail(f"DEL {cid} ({entry.net.name}): {sample.why()}")
+        return sample
+
+    def pool(self, jobs: Iterable[Callable[[], object]]) -> None:
+        with ThreadPoolExecutor(max_workers=POOL) as ex:
+            for future in [ex.submit(job) for job in jobs]:
+                future.result()
+
+    # -------------------------------------------------------------------------------- measurements
+
+    def populate(self, kind: str, count: int) -> None:
+        def one(net: Network) -> None:
+            cid = self.new_container(net)
+            if self.add(net, cid).ok:
+                with self.lock:
+                    self.population[net.name].append(cid)
+
+        jobs: list[Callable[[], object]] = []
+        for side in SIDES:
+            net = self.nets[kind, side]
+            missing = count - len(self.population[net.name])
+            jobs += [partial(one, net) for _ in range(max(0, missing))]
+        if jobs:
+            self.say(f"{kind}: populating both bridges to {count} containers (untimed, {len(jobs)} ADDs)")
+            self.pool(jobs)
+
+    def depopulate(self, kind: str) -> None:
+        cids = [cid for side in SIDES for cid in self.population[self.nets[kind, side].name]]
+        if cids:
+            self.say(f"{kind}: removing {len(cids)} populating containers (untimed)")
+            self.pool([partial(self.delete, cid) for cid in cids])
+        for side in SIDES:
+            self.population[self.nets[kind, side].name].clear()
+
+    def paired(self, kind: str, label: str) -> tuple[list[tuple[Sample, Sample]], list[tuple[Sample, Sample]]]:
+        """`rounds` rounds: each side ADDs into a fresh namespace, then each side DELs it; the order alternates."""
+        adds: list[tuple[Sample, Sample]] = []
+        dels: list[tuple[Sample, Sample]] = []
+        for i in range(self.opts.rounds):
+            order = SIDES if i % 2 == 0 else SIDES[::-1]
+            cids = {side: self.new_container(self.nets[kind, side]) for side in order}
+            add = {side: self.add(self.nets[kind, side], cids[side]) for side in order}
+            dele = {side: self.delete(cids[side]) for side in order if add[side].ok}
+            if add["o"].ok and add["r"].ok:
+                adds.append((add["o"], add["r"]))
+                if dele["o"].ok and dele["r"].ok:
+                    dels.append((dele["o"], dele["r"]))
+            self.say(f"{label} round {i + 1}/{self.opts.rounds}: ADD ours {add['o'].wall * 1000:.0f} ms, "
+                     f"ref {add['r'].wall * 1000:.0f} ms; DEL ours "
+                     f"{dele['o'].wall * 1000 if 'o' in dele else math.nan:.0f} ms, "
+                     f"ref {dele['r'].wall * 1000 if 'r' in dele else math.nan:.0f} ms")
+        return adds, dels
+
+    def parallel(self, side: str) -> float:
+        """`parallel` ADDs on this side's bridge network started at once: wall until the last one exits."""
+        net = self.nets["bridge", side]
+        n = self.opts.parallel
+        cids: list[str] = []
+        self.pool([lambda: cids.append(self.new_container(net)) for _ in range(n)])
+        t0 = time.perf_counter()
+        pending = [(cid, self.start(net, cid)) for cid in cids]
+        samples = [(cid, p.wait()) for cid, p in pending]
+        wall = time.perf_counter() - t0
+        for cid, sample in samples:
+            self.finish_add(cid, sample)
+        bad = sum(not s.ok for _, s in samples)
+        self.say(f"{n} parallel ADDs, {SIDE_NAME[side]}: {wall:.2f} s" + (f", {bad} FAILED" if bad else ""))
+        self.pool([partial(self.delete, cid) for cid, _ in samples])
+        return wall
+
+    def dry_run(self) -> list[float]:
+        net = self.nets["bridge", "o"]
+        cid = self.new_container(net)
+        walls = []
+        try:
+            for _ in range(self.opts.rounds):
+                sample = Pending([*net.argv, "--dry-run"], self.env(net, "ADD", cid, cid),
+                                 json.dumps(net.config).encode()).wait()
+                if sample.ok and sample.stdout.strip():
+                    walls.append(sample.wall * 1000)
+                else:
+                    self.fail(f"dry-run ADD: {sample.why()}")
+        finally:
+            self.drop_namespace(cid)
+        self.say(f"dry-run: median {statistics.median(walls) if walls else math.nan:.1f} ms")
+        return walls
+
+    def run(self) -> list[Row]:
+        self.say(f"installing our wrappers into {self.bin_dir}")
+        self.install()
+        rows: list[Row] = []
+        cpu_rows: list[Row] = []
+        rss: dict[str, list[tuple[Sample, Sample]]] = {"bridge": [], "ptp": []}
+
+        def ms(pairs: list[tuple[Sample, Sample]], attr: str = "wall") -> tuple[list[float], list[float]]:
+            return ([getattr(o, attr) * 1000 for o, _ in pairs], [getattr(r, attr) * 1000 for _, r in pairs])
+
+        dry: list[float] = []
+        par: tuple[list[float], list[float]] = ([], [])
+        for k, population in enumerate(self.opts.populations):
+            self.populate("bridge", population)
+            adds, dels = self.paired("bridge", f"bridge @{population}")
+            rss["bridge"] += adds
+            add_target = {0: Target("ratio", 1.0), 200: Target("ratio", 0.8)}.get(population)
+            rows.append(Row(f"bridge ADD @{population}", "ms", *ms(adds), add_target))
+            rows.append(Row(f"bridge DEL @{population}", "ms", *ms(dels), Target("ratio", 1.0)))
+            cpu_rows.append(Row(f"CPU/ADD bridge @{population}", "ms", *ms(adds, "cpu"), Target("ratio", 1.0)))
+            if k == 0:
+                dry = self.dry_run()
+                for i in range(self.opts.parallel_rounds):
+                    for side in SIDES if i % 2 == 0 else SIDES[::-1]:
+                        par[SIDES.index(side)].append(self.parallel(side))
+        self.depopulate("bridge")
+        adds, dels = self.paired("ptp", "ptp")
+        rss["ptp"] = adds
+        rows.append(Row("ptp ADD", "ms", *ms(adds), Target("ratio", 1.0)))
+        rows.append(Row("ptp DEL", "ms", *ms(dels), Target("ratio", 1.0)))
+        cpu_rows.append(Row("CPU/ADD ptp", "ms", *ms(adds, "cpu"), Target("ratio", 1.0)))
+        rows += cpu_rows
+        for kind, pairs in rss.items():
+            rows.append(Row(f"peak RSS {kind} ADD", "MB", [o.maxrss_kb / 1024 for o, _ in pairs],
+                            [r.maxrss_kb / 1024 for _, r in pairs], Target("max", 40.0)))
+        rows.append(Row(f"{self.opts.parallel} parallel ADD wall", "s", par[0], par[1], Target("ratio", 1.0)))
+        rows.append(Row("dry-run bridge ADD (ours)", "ms", dry, None, Target("median", 50.0)))
+        return rows
+
+    # -------------------------------------------------------------------------------- cleanup
+
+    def cleanup(self) -> list[str]:
+        """DEL every container still alive, then remove namespaces, bridges and NAT chains; return leftovers."""
+        if self.live:
+            self.say(f"cleanup: DEL {len(self.live)} containers")
+            self.pool([partial(self.delete, cid, quiet=True) for cid in list(self.live)])
+        for name in sorted(self.namespaces | set(our_namespaces())):
+            run_quiet("ip", "netns", "delete", name)
+        for link in sorted({f"cnbbr-{side}" for side in SIDES} | set(our_links())):
+            if Path(f"/sys/class/net/{link}").exists():
+                run_quiet("ip", "link", "delete", link)
+        remove_chains(self.chains())
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return leftovers(self.chains())
+
+    def chains(self) -> set[str]:
+        return {chain_name(net, cid) for net, cids in self.used_ids.items() for cid in cids}
+
+
+def our_namespaces() -> list[str]:
+    out = run_quiet("ip", "netns", "list").stdout
+    return [line.split()[0] for line in out.splitlines() if line.startswith(f"{PREFIX}-")]
+
+
+def our_links() -> list[str]:
+    out = run_quiet("ip", "-j", "link", "show").stdout
+    links = json.loads(out) if out.strip() else []
+    return [str(link["ifname"]) for link in links if str(link.get("ifname", "")).startswith(PREFIX)]
+
+
+def is_ours(words: list[str], chains: set[str]) -> bool:
+    """A nat rule that belongs to one of our networks: jumps to a chain of ours or carries our comment."""
+    if words[-2:-1] == ["-j"] and words[-1] in chains:
+        return True
+    if "--comment" in words:
+        return f'name: "{NET_PREFIX}' in words[words.index("--comment") + 1]
+    return False
+
+
+def remove_chains(chains: set[str]) -> None:
+    """Remove our NAT chains (known names, or named by our comments) and the POSTROUTING jumps to them."""
+    for tool in ("iptables", "ip6tables"):
+        lines = run_quiet(f"{tool}-save", "-t", "nat").stdout.splitlines()
+        existing = {line[1:].split()[0] for line in lines if line.startswith(":")}
+        doomed = chains & existing
+        rules = [shlex.split(line) for line in lines if line.startswith("-A ")]
+        for words in rules:
+            if words[-2:-1] == ["-j"] and words[-1].startswith("CNI-") and is_ours(words, chains):
+                doomed.add(words[-1])
+        for words in rules:
+            if words[1] == "POSTROUTING" and is_ours(words, doomed):
+                run_quiet(tool, "-w", "-t", "nat", "-D", *words[1:])
+        for chain in sorted(doomed):
+            run_quiet(tool, "-w", "-t", "nat", "-F", chain)
+            run_quiet(tool, "-w", "-t", "nat", "-X", chain)
+
+
+def leftovers(chains: set[str]) -> list[str]:
+    found = [f"namespace {n}" for n in our_namespaces()] + [f"link {n}" for n in our_links()]
+    for tool in ("iptables", "ip6tables"):
+        for line in run_quiet(f"{tool}-save", "-t", "nat").stdout.splitlines():
+            name = line[1:].split()[0] if line.startswith(":") else ""
+            if name in chains or NET_PREFIX in line:
+                found.append(f"{tool}: {line}")
+    return found
+
+
+# ---------------------------------------------------------------------------------------------- entry point
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    parser = argparse.ArgumentParser(prog="cniplug bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=20, help="measured ADD/DEL pairs per case (default 20)")
+    parser.add_argument("--short", action="store_true",
+                        help="CI mode: 3 rounds, populations 0 and 5, 5 parallel ADDs (numbers are not meaningful)")
+    parser.add_argument("--json", metavar="FILE", help="also write every row and sample as JSON")
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if args.short:
+        return Options(rounds=3, populations=[0, 5], parallel=5, parallel_rounds=1, json_path=args.json)
+    return Options(rounds=args.rounds, populations=[0, 50, 200], parallel=50, parallel_rounds=3,
+                   json_path=args.json)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    if os.geteuid() != 0:
+        print("cniplug bench needs root (it creates namespaces, bridges and NAT rules)", file=sys.stderr)
+        return 2
+    needed = [f"{REFERENCE_DIR}/{kind}" for kind in ("bridge", "ptp", "host-local")]
+    missing = [path for path in needed if not os.access(path, os.X_OK)]
+    if missing:
+        print(f"cniplug bench needs the reference plugins: missing {', '.join(missing)}", file=sys.stderr)
+        return 2
+    stale = our_namespaces() + our_links()
+    if stale:
+        print(f"cniplug bench: leftovers of an earlier run, remove them first: {' '.join(stale)}", file=sys.stderr)
+        return 2
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    bench = Bench(opts, Path(tempfile.mkdtemp(prefix="cniplug-bench-")))
+    rows: list[Row] = []
+    interrupted = False
+    try:
+        rows = bench.run()
+    except KeyboardInterrupt:
+        interrupted = True
+        bench.say("interrupted: cleaning up")
+    finally:
+        left = bench.cleanup()
+        if main_thread:
+            signal.signal(signal.SIGTERM, old_term)
+    if left:
+        print("cniplug bench: could not remove:\n  " + "\n  ".join(left), file=sys.stderr)
+    if interrupted:
+        return 130
+    pops = "/".join(map(str, opts.populations))
+    print(f"cniplug {__version__} bench: {opts.rounds} rounds, bridge populations {pops}, {opts.parallel} parallel "
+          f"x{opts.parallel_rounds}; {os.cpu_count()} CPUs, Linux {platform.release()}, Python "
+          f"{platform.python_version()}")
+    print(f"ours: {bench.bin_dir}/cniplug-<kind> (installed wrappers) + cniplug-host-local; reference: "
+          f"{REFERENCE_DIR}/<kind> + host-local; cniVersion {CNI_VERSION}\n")
+    print(table(rows))
+    print("\n" + NOTES)
+    if bench.failures:
+        print(f"\n{len(bench.failures)} plugin calls FAILED (excluded from the numbers); first: {bench.failures[0]}")
+    if opts.json_path:
+        doc = {"version": __version__, "rounds": opts.rounds, "populations": opts.populations,
+               "parallel": opts.parallel, "parallel_rounds": opts.parallel_rounds, "cpus": os.cpu_count(),
+               "kernel": platform.release(), "rows": [row.as_json() for row in rows], "failures": bench.failures,
+               "leftovers": left, "container_ids": bench.used_ids, "notes": NOTES}
+        Path(opts.json_path).write_text(json.dumps(doc, indent=2) + "\n")
+    bench.say("done")
+    return 1 if bench.failures or left else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
