@@ -45,6 +45,10 @@ PREFIX = "cnb"  # every namespace, link and network name this creates starts wit
 NET_PREFIX = "cnbnet-"
 POOL = 4  # workers for untimed work (populating a bridge, cleaning up)
 TIMEOUT = 120.0  # seconds for one untimed command
+# Peak RSS is read by GNU time, a small parent: a child's ru_maxrss starts at its parent's RSS at fork (the kernel
+# keeps the forking process's high-water mark across exec), so measured from this Python process it would read
+# this process's RSS whenever the plugin's own peak is smaller (the reference's is).
+GNU_TIME = "/usr/bin/time"
 
 # (kind, side) -> (network name, subnet); each /22 holds 1021 containers.
 LAYOUT: dict[tuple[str, str], tuple[str, str]] = {
@@ -66,7 +70,7 @@ class Sample:
 
     wall: float  # seconds, Popen to wait4
     cpu: float  # seconds, user + sys of the plugin and every descendant it reaped
-    maxrss_kb: int  # the largest single process among the plugin and its reaped descendants (Linux wait4)
+    maxrss_kb: int  # wait4's ru_maxrss: at least this process's RSS at fork, see GNU_TIME
     rc: int
     stdout: bytes
     stderr: bytes
@@ -186,7 +190,7 @@ def table(rows: list[Row]) -> str:
         o, r = row.ours, row.ref or []
         met = row.met()
         verdict = "" if met is None else ("met" if met else "NOT met")
-        target = "" if row.target is None else row.target.text(row.unit)
+        target = "-" if row.target is None else row.target.text(row.unit)
         lines.append((f"{row.name} [{row.unit}]", str(len(o)),
                       fmt(statistics.median(o) if o else None), fmt(p90(o) if o else None),
                       fmt(statistics.median(r) if r else None), fmt(p90(r) if r else None),
@@ -207,8 +211,10 @@ ratio meds = median(ours) / median(reference). Ratio targets are judged on ratio
 dry-run on ours' median. Times are the plugin process only (Popen to wait4), namespaces made before the clock.
 CPU = ru_utime + ru_stime from wait4 on the plugin pid: the plugin and every child it reaped (ours: the python
 wrapper and its ip/iptables/... children; reference: the Go binary, host-local and iptables).
-peak RSS = ru_maxrss from that same wait4: Linux reports the largest single process among the plugin and its
-reaped children (a max over the tree, not a sum); for ours that is the python process (ip/iptables use less).
+peak RSS = GNU time's %M for one extra, untimed ADD per round and side (fresh namespace, same config): ru_maxrss
+of the plugin as time's wait4 reaps it, i.e. the largest single process among the plugin and the children it
+reaped (a max over the tree, not a sum); for ours that is the python process (ip/iptables use less). Not taken
+from the timed ADDs: a child's ru_maxrss starts at its parent's RSS at fork, which would be this bench's.
 N parallel = N ADDs on the bridge network started at once, each with its own namespace: wall until the last exits.
 dry-run = `cniplug-bridge --dry-run` ADD, the whole process (interpreter start, imports, probes, render)."""
 
@@ -419,6 +425,34 @@ class Bench:
         self.pool([partial(self.delete, cid) for cid, _ in samples])
         return wall
 
+    def rss(self, kind: str) -> tuple[list[float], list[float]]:
+        """Peak RSS in MB of `rounds` untimed ADDs per side, each exec'd under GNU time (see GNU_TIME)."""
+        out: tuple[list[float], list[float]] = ([], [])
+        use_time = os.access(GNU_TIME, os.X_OK)
+        if not use_time:
+            self.say(f"{GNU_TIME} not found: peak RSS from wait4, an upper bound (includes this process's RSS)")
+        for i in range(self.opts.rounds):
+            got: dict[str, float] = {}
+            for side in SIDES if i % 2 == 0 else SIDES[::-1]:
+                net = self.nets[kind, side]
+                cid = self.new_container(net)
+                report = self.tmp / f"rss-{cid}"
+                argv = [GNU_TIME, "-f", "%M", "-o", str(report), *net.argv] if use_time else list(net.argv)
+                with self.lock:
+                    self.live[cid] = Live(net, cid)
+                sample = self.finish_add(cid, Pending(argv, self.env(net, "ADD", cid, cid),
+                                                      json.dumps(net.config).encode()).wait())
+                if sample.ok:
+                    lines = report.read_text().split() if use_time else [str(sample.maxrss_kb)]
+                    got[side] = int(lines[-1]) / 1024
+                self.delete(cid)
+            if len(got) == 2:
+                out[0].append(got["o"])
+                out[1].append(got["r"])
+        self.say(f"{kind} peak RSS: ours {max(out[0], default=math.nan):.1f} MB, "
+                 f"reference {max(out[1], default=math.nan):.1f} MB")
+        return out
+
     def dry_run(self) -> list[float]:
         net = self.nets["bridge", "o"]
         cid = self.new_container(net)
@@ -441,7 +475,7 @@ class Bench:
         self.install()
         rows: list[Row] = []
         cpu_rows: list[Row] = []
-        rss: dict[str, list[tuple[Sample, Sample]]] = {"bridge": [], "ptp": []}
+        rss: dict[str, tuple[list[float], list[float]]] = {}
 
         def ms(pairs: list[tuple[Sample, Sample]], attr: str = "wall") -> tuple[list[float], list[float]]:
             return ([getattr(o, attr) * 1000 for o, _ in pairs], [getattr(r, attr) * 1000 for _, r in pairs])
@@ -451,26 +485,25 @@ class Bench:
         for k, population in enumerate(self.opts.populations):
             self.populate("bridge", population)
             adds, dels = self.paired("bridge", f"bridge @{population}")
-            rss["bridge"] += adds
             add_target = {0: Target("ratio", 1.0), 200: Target("ratio", 0.8)}.get(population)
             rows.append(Row(f"bridge ADD @{population}", "ms", *ms(adds), add_target))
             rows.append(Row(f"bridge DEL @{population}", "ms", *ms(dels), Target("ratio", 1.0)))
             cpu_rows.append(Row(f"CPU/ADD bridge @{population}", "ms", *ms(adds, "cpu"), Target("ratio", 1.0)))
             if k == 0:
                 dry = self.dry_run()
+                rss["bridge"] = self.rss("bridge")
                 for i in range(self.opts.parallel_rounds):
                     for side in SIDES if i % 2 == 0 else SIDES[::-1]:
                         par[SIDES.index(side)].append(self.parallel(side))
         self.depopulate("bridge")
         adds, dels = self.paired("ptp", "ptp")
-        rss["ptp"] = adds
+        rss["ptp"] = self.rss("ptp")
         rows.append(Row("ptp ADD", "ms", *ms(adds), Target("ratio", 1.0)))
         rows.append(Row("ptp DEL", "ms", *ms(dels), Target("ratio", 1.0)))
         cpu_rows.append(Row("CPU/ADD ptp", "ms", *ms(adds, "cpu"), Target("ratio", 1.0)))
         rows += cpu_rows
-        for kind, pairs in rss.items():
-            rows.append(Row(f"peak RSS {kind} ADD", "MB", [o.maxrss_kb / 1024 for o, _ in pairs],
-                            [r.maxrss_kb / 1024 for _, r in pairs], Target("max", 40.0)))
+        for kind, (ours, ref) in rss.items():
+            rows.append(Row(f"peak RSS {kind} ADD", "MB", ours, ref, Target("max", 40.0)))
         rows.append(Row(f"{self.opts.parallel} parallel ADD wall", "s", par[0], par[1], Target("ratio", 1.0)))
         rows.append(Row("dry-run bridge ADD (ours)", "ms", dry, None, Target("median", 50.0)))
         return rows
@@ -612,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         doc = {"version": __version__, "rounds": opts.rounds, "populations": opts.populations,
                "parallel": opts.parallel, "parallel_rounds": opts.parallel_rounds, "cpus": os.cpu_count(),
                "kernel": platform.release(), "rows": [row.as_json() for row in rows], "failures": bench.failures,
-               "leftovers": left, "container_ids": bench.used_ids, "notes": NOTES}
+               "leftovers": left, "container_ids": bench.used_ids, "workdir": str(bench.tmp), "notes": NOTES}
         Path(opts.json_path).write_text(json.dumps(doc, indent=2) + "\n")
     bench.say("done")
     return 1 if bench.failures or left else 0

@@ -86,6 +86,15 @@ def ifindex_of(name: str) -> int:
         return -1
 
 
+def addr_assign_type(name: str) -> int:
+    """0 random, 3 set by user space (a pinned MAC); -1 when unknown."""
+    try:
+        with open(f"/sys/class/net/{name}/addr_assign_type") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return -1
+
+
 def master_of(name: str) -> str:
     try:
         return os.path.basename(os.readlink(f"/sys/class/net/{name}/master"))

@@ -160,6 +160,9 @@ def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None
         sysctls.append((f"net.ipv4.conf.{req.ifname}.arp_notify", 1))
     if 6 in families:
         sysctls.append((f"net.ipv6.conf.{req.ifname}.disable_ipv6", 0))
+    if ips and ipv6:
+        # As the reference: DAD off unless asked for, also on IPv4-only networks (the link-local address
+        # would otherwise see its own probes reflected by a hairpin port and go dadfailed).
         if cfg.enable_dad:
             sysctls += [(f"net.ipv6.conf.{req.ifname}.enhanced_dad", 1), (f"net.ipv6.conf.{req.ifname}.accept_dad", 1)]
         else:
@@ -169,11 +172,15 @@ def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None
                    "mac": common.random_mac() if not exists else "", "promisc": cfg.promisc and not (
                        exists and facts.link_flags(cfg.bridge) & facts.IFF_PROMISC),
                    "accept_ra_set": ipv6 and accept_ra_old != "0", "accept_ra_old": accept_ra_old,
-                   "up": bridge_up},
+                   "up": bridge_up,
+                   # A bridge whose MAC was never set takes its lowest port's: pin it, as the reference does.
+                   "pin_mac": facts.mac_of(cfg.bridge) if exists and cfg.is_gateway
+                   and facts.addr_assign_type(cfg.bridge) != 3 else ""},
         "veth": {"host": host_veth, "peer": req.ifname, "netns": req.netns, "mtu": cfg.mtu, "mac": mac,
                  "hairpin": cfg.hairpin, "vlan": cfg.vlan, "accept_ra": ipv6},
         "container": {"ip": facts.ns_ip(req.netns), "exec": facts.ns_exec(req.netns), "sysctls": sysctls,
                       "addrs": [ip["address"] for ip in ips], "up": True,
+                      "broadcast": [ip["address"] for ip in ips if ":" not in ip["address"]],
                       "routes": common.routes_with_gateways(result)},
         "gateways": gateways,
         "forwarding": forwarding,

@@ -69,8 +69,17 @@ def get_int(config: dict[str, Any], key: str, low: int, high: int, default: int 
 
 
 def get_mtu(config: dict[str, Any]) -> int:
-    """0 = kernel default; otherwise within what Linux accepts for veth/bridge (68..65535)."""
-    return get_int(config, "mtu", 68, 65535)
+    """Absent = kernel default (returned as 0); present it must be 68..65535, what Linux accepts.
+
+    Stricter than the reference, where 0 also means unset: an explicit 0 is more likely a mistake.
+    """
+    if "mtu" not in config:
+        return 0
+    value = config["mtu"]
+    if isinstance(value, bool) or not isinstance(value, int) or not 68 <= value <= 65535:
+        raise CNIError(ERR_INVALID_CONFIG, f"field 'mtu' must be an integer in 68..65535, got {value!r}",
+                       "omit 'mtu' for the kernel default")
+    return value
 
 
 def network_of(cidr: str) -> str:

@@ -59,7 +59,7 @@ def plan_add(req: Request, ip_masq: bool, mtu: int, ipam_result: dict[str, Any],
         full = iface.max_prefixlen
         # IPv6 DAD is pointless on a two-ended link and would delay the routes that use these addresses.
         extra = ["nodad"] if iface.version == 6 else []
-        addrs.append({"cidr": ip["address"], "extra": extra})
+        addrs.append({"cidr": ip["address"], "extra": extra if iface.version == 6 else ["broadcast", "+"]})
         p2p.append({"network": str(iface.network), "ip": str(iface.ip), "gw": ip["gateway"],
                     "gw_host": f"{ip['gateway']}/{full}"})
         host.append({"gw_cidr": f"{ip['gateway']}/{full}", "extra": extra, "route": f"{iface.ip}/{full}"})

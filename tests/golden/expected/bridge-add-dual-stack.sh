@@ -21,7 +21,7 @@ ip link set veth0a1b2c3d up
 # Configure the container side: addresses, link up, routes (tutorial example 2, step 5)
 nsenter --net=/run/netns/golden sysctl -w net.ipv4.conf.eth0.arp_notify=1 net.ipv6.conf.eth0.disable_ipv6=0 net.ipv6.conf.eth0.accept_dad=0
 
-ip -n golden addr add 10.22.0.2/24 dev eth0
+ip -n golden addr add 10.22.0.2/24 dev eth0 broadcast +
 #undo ip -n golden addr del 10.22.0.2/24 dev eth0
 ip -n golden addr add fd22::2/64 dev eth0
 #undo ip -n golden addr del fd22::2/64 dev eth0
@@ -32,7 +32,7 @@ ip -n golden route add ::/0 via fd22::1 dev eth0
 #undo ip -n golden route del ::/0 via fd22::1 dev eth0
 
 # Give the bridge the gateway address 10.22.0.1/24
-ip addr add 10.22.0.1/24 dev cni0
+ip addr add 10.22.0.1/24 dev cni0 broadcast +
 #undo ip addr del 10.22.0.1/24 dev cni0
 
 # Give the bridge the gateway address fd22::1/64

@@ -18,16 +18,16 @@ sysctl -w net.ipv6.conf.veth0a1b2c3d.accept_ra=0
 ip link set veth0a1b2c3d up
 
 # Configure the container side: addresses, link up, routes (tutorial example 2, step 5)
-nsenter --net=/run/netns/golden sysctl -w net.ipv4.conf.eth0.arp_notify=1
+nsenter --net=/run/netns/golden sysctl -w net.ipv4.conf.eth0.arp_notify=1 net.ipv6.conf.eth0.accept_dad=0
 
-ip -n golden addr add 10.23.0.5/24 dev eth0
+ip -n golden addr add 10.23.0.5/24 dev eth0 broadcast +
 #undo ip -n golden addr del 10.23.0.5/24 dev eth0
 ip -n golden link set eth0 up
 ip -n golden route add 0.0.0.0/0 via 10.23.0.1 dev eth0
 #undo ip -n golden route del 0.0.0.0/0 via 10.23.0.1 dev eth0
 
 # Give the bridge the gateway address 10.23.0.1/24
-ip addr add 10.23.0.1/24 dev cni0
+ip addr add 10.23.0.1/24 dev cni0 broadcast +
 #undo ip addr del 10.23.0.1/24 dev cni0
 
 # Enable IP forwarding (tutorial example 2, step 6)

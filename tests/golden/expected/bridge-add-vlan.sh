@@ -20,8 +20,8 @@ sysctl -w net.ipv6.conf.veth0a1b2c3d.accept_ra=0
 ip link set veth0a1b2c3d up
 
 # Configure the container side: addresses, link up, routes (tutorial example 2, step 5)
-nsenter --net=/run/netns/golden sysctl -w net.ipv4.conf.eth0.arp_notify=1
+nsenter --net=/run/netns/golden sysctl -w net.ipv4.conf.eth0.arp_notify=1 net.ipv6.conf.eth0.accept_dad=0
 
-ip -n golden addr add 10.22.0.2/24 dev eth0
+ip -n golden addr add 10.22.0.2/24 dev eth0 broadcast +
 #undo ip -n golden addr del 10.22.0.2/24 dev eth0
 ip -n golden link set eth0 up

@@ -17,7 +17,7 @@ sysctl -w net.ipv6.conf.veth0a1b2c3d.accept_ra=0
 ip link set veth0a1b2c3d up
 
 # Container side: addresses, link up, routes via the gateway on the point-to-point link
-ip -n golden addr add 10.22.0.2/24 dev eth0
+ip -n golden addr add 10.22.0.2/24 dev eth0 broadcast +
 #undo ip -n golden addr del 10.22.0.2/24 dev eth0
 ip -n golden addr add fd22::2/64 dev eth0 nodad
 #undo ip -n golden addr del fd22::2/64 dev eth0
