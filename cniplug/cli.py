@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from importlib import import_module
 from pathlib import Path
+from typing import Any
 
 from cniplug import __version__
 
@@ -86,8 +88,9 @@ def demo(subnet: str, keep: bool) -> int:
            "CNI_PATH": "/usr/lib/cni", "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
     raw = json.dumps(config).encode()
 
-    def call(command: str, *extra: str) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(plugin_argv("cniplug-bridge") + list(extra), input=raw,
+    def call(command: str, *extra: str, prev: object = None) -> subprocess.CompletedProcess[bytes]:
+        stdin = json.dumps({**config, "prevResult": prev}).encode() if prev else raw
+        return subprocess.run(plugin_argv("cniplug-bridge") + list(extra), input=stdin,
                               env={**env, "CNI_COMMAND": command}, capture_output=True)
 
     def show(title: str, argv: list[str]) -> int:
@@ -97,6 +100,7 @@ def demo(subnet: str, keep: bool) -> int:
         return proc.returncode
 
     bridge_existed = os.path.exists(f"/sys/class/net/{bridge}")
+    result: dict[str, Any] | None = None
     subprocess.run(["ip", "netns", "add", netns], check=True)
     ok = False
     try:
@@ -109,22 +113,22 @@ def demo(subnet: str, keep: bool) -> int:
         if proc.returncode != 0:
             return 1
         result = json.loads(proc.stdout)
-        gateway = result["ips"][0]["gateway"]
+        gateway = str(result["ips"][0]["gateway"]) if result else ""
         show("container addresses", ["ip", "-n", netns, "-br", "addr"])
         show("container routes", ["ip", "-n", netns, "route"])
         rc = show(f"ping the gateway {gateway} from the container",
                   ["ip", "netns", "exec", netns, "ping", "-c", "2", "-W", "1", gateway])
-        proc = call("CHECK")
-        print(f"\n== CHECK: exit {proc.returncode} {proc.stdout.decode().strip()}")
+        proc = call("CHECK", prev=result)
+        print(f"\n== CHECK (prevResult = the ADD result): exit {proc.returncode} {proc.stdout.decode().strip()}")
         ok = rc == 0 and proc.returncode == 0
     finally:
         if not keep:
-            proc = call("DEL")
+            proc = call("DEL", prev=result if ok else None)
             print(f"\n== DEL: exit {proc.returncode} {proc.stdout.decode().strip()}")
             subprocess.run(["ip", "netns", "delete", netns], check=False)
             if not bridge_existed:
                 subprocess.run(["ip", "link", "delete", bridge], check=False, capture_output=True)
-            subprocess.run(["rm", "-rf", "--", data_dir], check=False)
+            shutil.rmtree(data_dir, ignore_errors=True)
             print("cleaned up: namespace, bridge, NAT chain and IPAM reservations removed")
     print("\ndemo " + ("passed" if ok else "FAILED"))
     return 0 if ok else 1
