@@ -42,7 +42,10 @@ def execute(argv: list[str], stdin: str | None = None) -> Completed:
     import sh  # imported here: it costs ~66 ms and dry-run/VERSION never need it
 
     cmd = sh.Command(which(argv[0]))
-    proc = cmd(*argv[1:], _ok_code=list(range(256)), _return_cmd=True, _env=command_env(), _in=stdin)
+    # Pipes, not a pty (_tty_out); no sweep over every possible fd (_close_fds): Python opens its own
+    # fds non-inheritable, so the child gets only stdin/stdout/stderr. Both save ~10 ms a command.
+    proc = cmd(*argv[1:], _ok_code=list(range(256)), _return_cmd=True, _env=command_env(), _in=stdin,
+               _tty_out=False, _close_fds=False)
     out = proc.stdout.decode(errors="replace") if isinstance(proc.stdout, bytes) else str(proc.stdout)
     err = proc.stderr.decode(errors="replace") if isinstance(proc.stderr, bytes) else str(proc.stderr)
     return Completed(argv=argv, rc=int(proc.exit_code), stdout=out, stderr=err)
