@@ -24,13 +24,14 @@ PLUGINS = {
     "cniplug-static": "cniplug.plugins.ipam:static_main",
 }
 
-WRAPPER = """#!{python} -I
+WRAPPER = """#!{python} -IS
 # cniplug plugin {name}: installed by `cniplug install`. A runtime may exec this with only CNI_*
-# variables set, so the interpreter is absolute and the import path is fixed here.
+# variables set, so the interpreter is absolute and the import path is fixed here (-IS: no site
+# hooks to load on every call). It hands the call to `cniplug helper` when one runs, else runs it.
 import sys
 sys.path[:0] = {paths!r}
-from {module} import {func}
-{func}()
+from cniplug.fastpath import main
+main({name!r}, {module!r}, {func!r})
 """
 
 
@@ -147,17 +148,29 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("demo", help="attach a throwaway namespace to a bridge network, show it, clean up")
     p.add_argument("--subnet", default="10.244.250.0/24")
     p.add_argument("--keep", action="store_true", help="leave the namespace and network in place")
+    p = sub.add_parser("helper", help="run the warm helper the installed plugins hand their calls to")
+    p.add_argument("--socket", default="/run/cniplug/helper.sock")
+    p = sub.add_parser("bench", help="benchmark against the reference plugins (see cniplug bench --help)",
+                       add_help=False)
     p = sub.add_parser("tutorial", help="print (or --run) the tutorial's scripts, rendered from the plugin macros")
     p.add_argument("example", type=int, choices=(1, 2, 3))
     p.add_argument("--lang", choices=("en", "zh"), default="en")
     p.add_argument("--prefix", default="", help="prefix for every name the script creates")
     p.add_argument("--subnet", default="", help="replace the tutorial's 10.x.y.0/24 base subnet")
     p.add_argument("--run", action="store_true", help="run it in throwaway namespaces, check the pings, clean up")
+    if argv[:1] == ["bench"]:
+        import cniplug.bench as bench
+
+        sys.exit(bench.main(argv[1:]))
     args = parser.parse_args(argv)
     if args.cmd == "install":
         sys.exit(install(args.bin_dir))
     if args.cmd == "demo":
         sys.exit(demo(args.subnet, args.keep))
+    if args.cmd == "helper":
+        import cniplug.helper as helper
+
+        sys.exit(helper.main(args.socket))
     if args.cmd == "tutorial":
         import cniplug.tutorial as tutorial
 

@@ -22,12 +22,13 @@ def _host_local_del(req: Request) -> str | None:
     return None
 
 
+def host_local_handlers() -> dict[str, skel.Handler]:
+    return {"ADD": _host_local_add, "DEL": _host_local_del, "CHECK": host_local.check,
+            "GC": host_local.gc, "STATUS": host_local.status}
+
+
 def host_local_main() -> None:
-    skel.main(
-        {"ADD": _host_local_add, "DEL": _host_local_del, "CHECK": host_local.check,
-         "GC": host_local.gc, "STATUS": host_local.status},
-        "cniplug host-local IPAM plugin",
-    )
+    skel.main(host_local_handlers(), "cniplug host-local IPAM plugin")
 
 
 def _static_add(req: Request) -> dict[str, Any] | str:
@@ -38,8 +39,9 @@ def _static_add(req: Request) -> dict[str, Any] | str:
     return result
 
 
+def static_handlers() -> dict[str, skel.Handler]:
+    return {"ADD": _static_add, "DEL": static.delete, "CHECK": static.check, "GC": static.gc, "STATUS": static.status}
+
+
 def static_main() -> None:
-    skel.main(
-        {"ADD": _static_add, "DEL": static.delete, "CHECK": static.check, "GC": static.gc, "STATUS": static.status},
-        "cniplug static IPAM plugin",
-    )
+    skel.main(static_handlers(), "cniplug static IPAM plugin")

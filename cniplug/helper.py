@@ -1,0 +1,119 @@
+"""`cniplug helper`: a warm process that runs plugin calls for the installed executables.
+
+Starting a plugin costs an interpreter plus imports of sh and jinja2 (100+ ms); the helper pays that
+once. Each call arrives on a root-only unix socket (peer must be uid 0), is run in a forked child with
+the caller's environment and stdin, exactly as the standalone process would run it, and the child's
+exit code, stdout and stderr go back. The plugins never depend on it (fastpath.py falls back).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import socket
+import struct
+import sys
+from importlib import import_module
+from typing import Any
+
+from cniplug import fastpath
+
+PRELOAD = ("cniplug.plugins.bridge", "cniplug.plugins.ptp", "cniplug.plugins.loopback", "cniplug.plugins.ipam",
+           "cniplug.ipam.host_local", "cniplug.ipam.static", "cniplug.ipam.delegate", "sh")
+TEMPLATES = ("bridge/add.sh.j2", "bridge/del.sh.j2", "ptp/add.sh.j2", "ptp/del.sh.j2", "loopback/add.sh.j2",
+             "loopback/del.sh.j2", "masq_gc.sh.j2")
+
+
+def preload() -> None:
+    from cniplug import render
+
+    for name in PRELOAD:
+        import_module(name)
+    for template in TEMPLATES:
+        render.environment().get_template(template)
+
+
+def serve_one(conn: socket.socket) -> None:
+    """In the forked child: run one plugin call and answer. Never returns."""
+    from cniplug import cli, skel
+
+    code = 1
+    out = io.StringIO()
+    err = io.StringIO()
+    try:
+        request = fastpath.recv_msg(conn)
+        if request is None:
+            os._exit(0)
+        env = {str(k): str(v) for k, v in dict(request["env"]).items()}  # type: ignore[call-overload]
+        os.environ.clear()
+        os.environ.update(env)
+        sys.stderr = err
+        logging.getLogger("cniplug").handlers.clear()
+        plugin = str(request["plugin"])
+        module, _ = cli.PLUGINS[plugin].split(":")
+        argv = [str(a) for a in request["argv"]]  # type: ignore[attr-defined]
+        stdin = io.BytesIO(str(request["stdin"]).encode("latin-1"))
+        code = skel.run(handlers_of(plugin, module), f"cniplug {plugin}", argv=argv, environ=env, stdin=stdin,
+                        stdout=out)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException as exc:  # report, never hang the caller
+        err.write(f"cniplug helper: {type(exc).__name__}: {exc}\n")
+        code = 1
+    try:
+        fastpath.send_msg(conn, {"rc": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
+    finally:
+        os._exit(0)
+
+
+def handlers_of(plugin: str, module: str) -> Any:
+    if module == "cniplug.plugins.ipam":
+        from cniplug.plugins import ipam
+
+        return ipam.host_local_handlers() if plugin == "cniplug-host-local" else ipam.static_handlers()
+    return import_module(module).HANDLERS
+
+
+def peer_uid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
+
+
+def main(path: str = fastpath.SOCKET) -> int:
+    if os.geteuid() != 0:
+        print("cniplug helper must run as root", file=sys.stderr)
+        return 1
+    preload()
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    if os.path.exists(path):
+        os.unlink(path)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    old = os.umask(0o077)
+    try:
+        server.bind(path)
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    server.listen(128)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"cniplug helper listening on {path} (pid {os.getpid()})", file=sys.stderr, flush=True)
+    try:
+        while True:
+            conn, _ = server.accept()
+            if peer_uid(conn) != 0:
+                conn.close()
+                continue
+            pid = os.fork()
+            if pid == 0:
+                server.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the child waits for its own commands
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                serve_one(conn)
+            conn.close()
+    finally:
+        server.close()
+        if os.path.exists(path):
+            os.unlink(path)
