@@ -135,7 +135,7 @@ def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None
     families = {ipaddress.ip_interface(ip["address"]).version for ip in ips}
 
     gateways: list[dict[str, Any]] = []
-    forwarding: list[tuple[str, str]] = []
+    forwarding = None
     if cfg.is_gateway:
         for ip in ips:
             iface = ipaddress.ip_interface(ip["address"])
@@ -149,11 +149,7 @@ def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None
             if any(g["cidr"] == cidr for g in gateways):
                 continue
             gateways.append({"cidr": cidr, "present": present, "remove": [] if present else conflicting})
-        for family in sorted(families):
-            key = "net.ipv4.ip_forward" if family == 4 else "net.ipv6.conf.all.forwarding"
-            old = facts.sysctl(key)
-            if old is not None and old != "1":
-                forwarding.append((key, old))
+        forwarding = common.forwarding_plan(families)
 
     sysctls: list[tuple[str, Any]] = []
     if 4 in families:

@@ -7,7 +7,7 @@ import ipaddress
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -344,3 +344,16 @@ def flock_with_timeout(fd: int, timeout: float, busy: str) -> None:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def forwarding_plan(families: Iterable[int]) -> dict[str, Any] | None:
+    """Turn on IP forwarding for these families where it is off (never turned off again, except by rollback)."""
+    from cniplug import facts
+
+    old: dict[str, str] = {}
+    for family in sorted(families):
+        key = "net.ipv4.ip_forward" if family == 4 else "net.ipv6.conf.all.forwarding"
+        value = facts.sysctl(key)
+        if value is not None and value != "1":
+            old[key] = value
+    return {"settings": [(key, 1) for key in old], "old": old} if old else None

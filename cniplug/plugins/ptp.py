@@ -44,13 +44,7 @@ def plan_add(req: Request, ip_masq: bool, mtu: int, ipam_result: dict[str, Any],
         result["dns"] = dns
     elif ipam_result.get("dns"):
         result["dns"] = ipam_result["dns"]
-    families = sorted({ipaddress.ip_interface(ip["address"]).version for ip in ips})
-    forwarding = []
-    for family in families:
-        key = "net.ipv4.ip_forward" if family == 4 else "net.ipv6.conf.all.forwarding"
-        old = facts.sysctl(key)
-        if old is not None and old != "1":
-            forwarding.append((key, old))
+    forwarding = common.forwarding_plan({ipaddress.ip_interface(ip["address"]).version for ip in ips})
     addrs: list[dict[str, Any]] = []
     p2p: list[dict[str, str]] = []
     host: list[dict[str, Any]] = []

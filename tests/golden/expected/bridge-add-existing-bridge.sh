@@ -10,26 +10,22 @@ ip link add veth0a1b2c3d type veth peer name eth0 address 02:42:0a:16:00:09 netn
 # Attach veth0a1b2c3d to bridge cni0 and bring it up (tutorial example 2, step 4)
 ip link set veth0a1b2c3d master cni0
 sysctl -w net.ipv6.conf.veth0a1b2c3d.accept_ra=0
-ip link set veth0a1b2c3d up
 
 # Configure the container side: addresses, link up, routes (tutorial example 2, step 5)
 nsenter --net=/run/netns/golden sysctl -w net.ipv4.conf.eth0.arp_notify=1 net.ipv6.conf.eth0.accept_dad=0
-
 ip -n golden addr add 10.22.0.2/24 dev eth0 broadcast +
 #undo ip -n golden addr del 10.22.0.2/24 dev eth0
 ip -n golden link set eth0 up
 
+ip link set veth0a1b2c3d up
 # Bridge already has gateway address 10.22.0.1/24
 
 # NAT to the outside: per-container chain CNI-15815ef49e0fdf04a746924c masquerades traffic leaving the subnet
 iptables -w -t nat -N CNI-15815ef49e0fdf04a746924c
 #undo iptables -w -t nat -X CNI-15815ef49e0fdf04a746924c
-
 iptables -w -t nat -A CNI-15815ef49e0fdf04a746924c -d 10.22.0.0/24 -m comment --comment 'name: "mynet" id: "c0ffee"' -j ACCEPT
 #undo iptables -w -t nat -D CNI-15815ef49e0fdf04a746924c -d 10.22.0.0/24 -m comment --comment 'name: "mynet" id: "c0ffee"' -j ACCEPT
-
 iptables -w -t nat -A CNI-15815ef49e0fdf04a746924c ! -d 224.0.0.0/4 -m comment --comment 'name: "mynet" id: "c0ffee"' -j MASQUERADE
 #undo iptables -w -t nat -D CNI-15815ef49e0fdf04a746924c ! -d 224.0.0.0/4 -m comment --comment 'name: "mynet" id: "c0ffee"' -j MASQUERADE
-
 iptables -w -t nat -A POSTROUTING -s 10.22.0.2/32 -m comment --comment 'name: "mynet" id: "c0ffee"' -j CNI-15815ef49e0fdf04a746924c
 #undo iptables -w -t nat -D POSTROUTING -s 10.22.0.2/32 -m comment --comment 'name: "mynet" id: "c0ffee"' -j CNI-15815ef49e0fdf04a746924c

@@ -5,27 +5,24 @@ set -e
 # Create the bridge cni0 (tutorial example 2, step 2)
 ip link add cni0 address 02:00:00:00:00:aa type bridge
 #undo ip link delete cni0
-sysctl -w net.ipv6.conf.cni0.accept_ra=0
-
-ip link set cni0 up
 
 # Create the veth pair veth0a1b2c3d <--> eth0, peer end directly in the container namespace
 ip link add veth0a1b2c3d type veth peer name eth0 address 02:00:00:00:00:aa netns /run/netns/golden
 #undo ip link delete veth0a1b2c3d
 # Attach veth0a1b2c3d to bridge cni0 and bring it up (tutorial example 2, step 4)
 ip link set veth0a1b2c3d master cni0
-sysctl -w net.ipv6.conf.veth0a1b2c3d.accept_ra=0
-ip link set veth0a1b2c3d up
+sysctl -w net.ipv6.conf.cni0.accept_ra=0 net.ipv6.conf.veth0a1b2c3d.accept_ra=0
 
 # Configure the container side: addresses, link up, routes (tutorial example 2, step 5)
 nsenter --net=/run/netns/golden sysctl -w net.ipv4.conf.eth0.arp_notify=1 net.ipv6.conf.eth0.accept_dad=0
-
 ip -n golden addr add 10.22.0.2/24 dev eth0 broadcast +
 #undo ip -n golden addr del 10.22.0.2/24 dev eth0
 ip -n golden link set eth0 up
 ip -n golden route add 0.0.0.0/0 via 10.22.0.1 dev eth0
 #undo ip -n golden route del 0.0.0.0/0 via 10.22.0.1 dev eth0
 
+ip link set cni0 up
+ip link set veth0a1b2c3d up
 # Give the bridge the gateway address 10.22.0.1/24
 ip addr add 10.22.0.1/24 dev cni0 broadcast +
 #undo ip addr del 10.22.0.1/24 dev cni0
@@ -37,12 +34,9 @@ sysctl -w net.ipv4.ip_forward=1
 # NAT to the outside: per-container chain CNI-15815ef49e0fdf04a746924c masquerades traffic leaving the subnet
 iptables -w -t nat -N CNI-15815ef49e0fdf04a746924c
 #undo iptables -w -t nat -X CNI-15815ef49e0fdf04a746924c
-
 iptables -w -t nat -A CNI-15815ef49e0fdf04a746924c -d 10.22.0.0/24 -m comment --comment 'name: "mynet" id: "c0ffee"' -j ACCEPT
 #undo iptables -w -t nat -D CNI-15815ef49e0fdf04a746924c -d 10.22.0.0/24 -m comment --comment 'name: "mynet" id: "c0ffee"' -j ACCEPT
-
 iptables -w -t nat -A CNI-15815ef49e0fdf04a746924c ! -d 224.0.0.0/4 -m comment --comment 'name: "mynet" id: "c0ffee"' -j MASQUERADE
 #undo iptables -w -t nat -D CNI-15815ef49e0fdf04a746924c ! -d 224.0.0.0/4 -m comment --comment 'name: "mynet" id: "c0ffee"' -j MASQUERADE
-
 iptables -w -t nat -A POSTROUTING -s 10.22.0.2/32 -m comment --comment 'name: "mynet" id: "c0ffee"' -j CNI-15815ef49e0fdf04a746924c
 #undo iptables -w -t nat -D POSTROUTING -s 10.22.0.2/32 -m comment --comment 'name: "mynet" id: "c0ffee"' -j CNI-15815ef49e0fdf04a746924c

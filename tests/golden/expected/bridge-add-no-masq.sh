@@ -5,25 +5,22 @@ set -e
 # Create the bridge cni0 (tutorial example 2, step 2)
 ip link add cni0 address 02:00:00:00:00:aa type bridge
 #undo ip link delete cni0
-sysctl -w net.ipv6.conf.cni0.accept_ra=0
-
-ip link set cni0 up
 
 # Create the veth pair veth0a1b2c3d <--> eth0, peer end directly in the container namespace
 ip link add veth0a1b2c3d type veth peer name eth0 address 02:00:00:00:00:aa netns /run/netns/golden
 #undo ip link delete veth0a1b2c3d
 # Attach veth0a1b2c3d to bridge cni0 and bring it up (tutorial example 2, step 4)
 ip link set veth0a1b2c3d master cni0
-sysctl -w net.ipv6.conf.veth0a1b2c3d.accept_ra=0
-ip link set veth0a1b2c3d up
+sysctl -w net.ipv6.conf.cni0.accept_ra=0 net.ipv6.conf.veth0a1b2c3d.accept_ra=0
 
 # Configure the container side: addresses, link up, routes (tutorial example 2, step 5)
 nsenter --net=/run/netns/golden sysctl -w net.ipv4.conf.eth0.arp_notify=1 net.ipv6.conf.eth0.accept_dad=0
-
 ip -n golden addr add 10.22.0.2/24 dev eth0 broadcast +
 #undo ip -n golden addr del 10.22.0.2/24 dev eth0
 ip -n golden link set eth0 up
 
+ip link set cni0 up
+ip link set veth0a1b2c3d up
 # Give the bridge the gateway address 10.22.0.1/24
 ip addr add 10.22.0.1/24 dev cni0 broadcast +
 #undo ip addr del 10.22.0.1/24 dev cni0

@@ -5,9 +5,6 @@ set -e
 # Create the bridge br-vlan (tutorial example 2, step 2)
 ip link add br-vlan address 02:00:00:00:00:aa type bridge vlan_filtering 1
 #undo ip link delete br-vlan
-sysctl -w net.ipv6.conf.br-vlan.accept_ra=0
-
-ip link set br-vlan up
 
 # Create the veth pair veth0a1b2c3d <--> eth0, peer end directly in the container namespace
 ip link add veth0a1b2c3d type veth peer name eth0 address 02:00:00:00:00:aa netns /run/netns/golden
@@ -16,12 +13,13 @@ ip link add veth0a1b2c3d type veth peer name eth0 address 02:00:00:00:00:aa netn
 ip link set veth0a1b2c3d master br-vlan
 bridge vlan del dev veth0a1b2c3d vid 1
 bridge vlan add dev veth0a1b2c3d vid 100 pvid untagged
-sysctl -w net.ipv6.conf.veth0a1b2c3d.accept_ra=0
-ip link set veth0a1b2c3d up
+sysctl -w net.ipv6.conf.br-vlan.accept_ra=0 net.ipv6.conf.veth0a1b2c3d.accept_ra=0
 
 # Configure the container side: addresses, link up, routes (tutorial example 2, step 5)
 nsenter --net=/run/netns/golden sysctl -w net.ipv4.conf.eth0.arp_notify=1 net.ipv6.conf.eth0.accept_dad=0
-
 ip -n golden addr add 10.22.0.2/24 dev eth0 broadcast +
 #undo ip -n golden addr del 10.22.0.2/24 dev eth0
 ip -n golden link set eth0 up
+
+ip link set br-vlan up
+ip link set veth0a1b2c3d up

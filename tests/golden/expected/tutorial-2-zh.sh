@@ -46,13 +46,10 @@ ip netns exec outside ip link set veth-wan up
 # 步骤6：配置NAT使容器访问外网：IP转发、MASQUERADE、FORWARD规则
 sysctl -w net.ipv4.ip_forward=1
 #undo sysctl -w net.ipv4.ip_forward=0
-
 iptables -w -t nat -A POSTROUTING -s 10.1.1.0/24 -j MASQUERADE
 #undo iptables -w -t nat -D POSTROUTING -s 10.1.1.0/24 -j MASQUERADE
-
 iptables -w -A FORWARD -i br0 -o veth-out -j ACCEPT
 #undo iptables -w -D FORWARD -i br0 -o veth-out -j ACCEPT
-
 iptables -w -A FORWARD -i veth-out -o br0 -m state --state RELATED,ESTABLISHED -j ACCEPT
 #undo iptables -w -D FORWARD -i veth-out -o br0 -m state --state RELATED,ESTABLISHED -j ACCEPT
 
