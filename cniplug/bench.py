@@ -251,6 +251,7 @@ class Options:
     parallel: int
     parallel_rounds: int
     json_path: str | None
+    helper: bool = False
 
 
 def make_networks(bin_dir: Path, data_dir: Path) -> dict[tuple[str, str], Network]:
@@ -284,6 +285,8 @@ class Bench:
         self.population: dict[str, list[str]] = {net.name: [] for net in self.nets.values()}
         self.failures: list[str] = []
         self.started = time.monotonic()
+        self.helper_socket = ""
+        self.helper_proc: subprocess.Popen[bytes] | None = None
 
     # -------------------------------------------------------------------------------- plumbing
 
@@ -321,8 +324,25 @@ class Bench:
             self.namespaces.discard(cid)
 
     def env(self, net: Network, command: str, cid: str, netns: str) -> dict[str, str]:
-        return {"PATH": PATH, "CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": f"/run/netns/{netns}",
-                "CNI_IFNAME": "eth0", "CNI_PATH": net.cni_path}
+        env = {"PATH": PATH, "CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": f"/run/netns/{netns}",
+               "CNI_IFNAME": "eth0", "CNI_PATH": net.cni_path}
+        if self.helper_socket:  # the reference ignores it
+            env["CNIPLUG_HELPER_SOCKET"] = self.helper_socket
+        return env
+
+    def start_helper(self) -> None:
+        """--helper: run `cniplug helper` on a private socket; our wrappers hand their calls to it."""
+        import cniplug
+
+        top = str(Path(cniplug.__file__ or "").resolve().parent.parent)
+        self.helper_socket = str(self.tmp / "helper.sock")
+        self.helper_proc = subprocess.Popen([sys.executable, "-m", "cniplug", "helper", "--socket", self.helper_socket],
+                                            env={**os.environ, "PYTHONPATH": top}, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            if os.path.exists(self.helper_socket):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("cniplug helper did not start")
 
     def start(self, net: Network, cid: str) -> Pending:
         with self.lock:
@@ -473,6 +493,8 @@ class Bench:
     def run(self) -> list[Row]:
         self.say(f"installing our wrappers into {self.bin_dir}")
         self.install()
+        if self.opts.helper:
+            self.start_helper()
         rows: list[Row] = []
         cpu_rows: list[Row] = []
         rss: dict[str, tuple[list[float], list[float]]] = {}
@@ -512,6 +534,11 @@ class Bench:
 
     def cleanup(self) -> list[str]:
         """DEL every container still alive, then remove namespaces, bridges and NAT chains; return leftovers."""
+        if self.helper_proc is not None:  # our own DELs then run standalone
+            self.helper_proc.terminate()
+            self.helper_proc.wait(timeout=TIMEOUT)
+            self.helper_proc = None
+            self.helper_socket = ""
         if self.live:
             self.say(f"cleanup: DEL {len(self.live)} containers")
             self.pool([partial(self.delete, cid, quiet=True) for cid in list(self.live)])
@@ -586,13 +613,16 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--short", action="store_true",
                         help="CI mode: 3 rounds, populations 0 and 5, 5 parallel ADDs (numbers are not meaningful)")
     parser.add_argument("--json", metavar="FILE", help="also write every row and sample as JSON")
+    parser.add_argument("--helper", action="store_true",
+                        help="measure ours with a warm `cniplug helper` (what a node with the helper service runs)")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     if args.short:
-        return Options(rounds=3, populations=[0, 5], parallel=5, parallel_rounds=1, json_path=args.json)
+        return Options(rounds=3, populations=[0, 5], parallel=5, parallel_rounds=1, json_path=args.json,
+                       helper=args.helper)
     return Options(rounds=args.rounds, populations=[0, 50, 200], parallel=50, parallel_rounds=3,
-                   json_path=args.json)
+                   json_path=args.json, helper=args.helper)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -635,7 +665,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cniplug {__version__} bench: {opts.rounds} rounds, bridge populations {pops}, {opts.parallel} parallel "
           f"x{opts.parallel_rounds}; {os.cpu_count()} CPUs, Linux {platform.release()}, Python "
           f"{platform.python_version()}")
-    print(f"ours: {bench.bin_dir}/cniplug-<kind> (installed wrappers) + cniplug-host-local; reference: "
+    mode = "with a warm cniplug helper" if opts.helper else "standalone, no helper"
+    print(f"ours: {bench.bin_dir}/cniplug-<kind> (installed wrappers, {mode}) + cniplug-host-local; reference: "
           f"{REFERENCE_DIR}/<kind> + host-local; cniVersion {CNI_VERSION}\n")
     print(table(rows))
     print("\n" + NOTES)

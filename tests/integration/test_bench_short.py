@@ -1,0 +1,66 @@
+"""`cniplug bench --short` runs end to end against the reference plugins and leaves nothing behind.
+
+Not a performance test: the numbers are not checked, only that every row is printed and the run cleans up
+(namespaces `cnb-*`, links `cnb*`, NAT chains of the `cnbnet-*` networks).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cniplug import bench
+from cniplug.plugins.common import chain_name
+
+pytestmark = pytest.mark.root
+
+if not Path("/usr/lib/cni/bridge").exists():  # pragma: no cover - the machines this runs on have it
+    pytest.skip("reference plugins not installed in /usr/lib/cni", allow_module_level=True)
+
+SHORT_ROWS = [
+    "bridge ADD @0 [ms]", "bridge DEL @0 [ms]", "bridge ADD @5 [ms]", "bridge DEL @5 [ms]",
+    "ptp ADD [ms]", "ptp DEL [ms]",
+    "CPU/ADD bridge @0 [ms]", "CPU/ADD bridge @5 [ms]", "CPU/ADD ptp [ms]",
+    "peak RSS bridge ADD [MB]", "peak RSS ptp ADD [MB]",
+    "5 parallel ADD wall [s]", "dry-run bridge ADD (ours) [ms]",
+]
+
+
+def out(*argv: str) -> str:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=True).stdout
+
+
+def test_bench_short_runs_prints_every_row_and_cleans_up(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = tmp_path / "bench.json"
+    rc = bench.main(["--short", "--json", str(report)])
+    stdout, stderr = capsys.readouterr()
+    assert rc == 0, f"bench --short exited {rc}\n{stdout}\n{stderr[-3000:]}"
+
+    table = [line for line in stdout.splitlines() if line.strip()]
+    for row in SHORT_ROWS:
+        lines = [line for line in table if line.startswith(row)]
+        assert len(lines) == 1, f"row {row!r} missing from\n{stdout}"
+        if row != "bridge ADD @5 [ms]":  # targets exist for populations 0 and 200 only
+            assert lines[0].endswith(" met"), f"row {row!r} has no target verdict: {lines[0]!r}"
+
+    doc = json.loads(report.read_text())
+    assert [row["name"] + f" [{row['unit']}]" for row in doc["rows"]] == SHORT_ROWS
+    assert doc["failures"] == [] and doc["leftovers"] == []
+    for row in doc["rows"]:
+        assert row["ours"] and row["ours"]["samples"], row["name"]
+        assert row["reference"] or row["name"].startswith("dry-run"), row["name"]
+
+    # Nothing left behind: namespaces, links, NAT chains (by name, and by our networks' comments).
+    assert not [n for n in out("ip", "netns", "list").split() if n.startswith("cnb")]
+    assert not [link["ifname"] for link in json.loads(out("ip", "-j", "link", "show"))
+                if link["ifname"].startswith("cnb")]
+    chains = {chain_name(net, cid) for net, cids in doc["container_ids"].items() for cid in cids}
+    assert chains, "the report names no container ids"
+    for tool in ("iptables-save", "ip6tables-save"):
+        nat = out(tool, "-t", "nat")
+        assert "cnbnet-" not in nat, f"{tool}: rules of our networks remain"
+        assert not [c for c in chains if c in nat], f"{tool}: NAT chains of our containers remain"
+    assert not Path(doc["workdir"]).exists(), "the temporary directory (wrappers, IPAM dataDirs) remains"
