@@ -126,8 +126,6 @@ def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None
         result["dns"] = req.config["dns"]
 
     exists = facts.link_exists(cfg.bridge)
-    if exists and not facts.is_bridge(cfg.bridge):
-        raise CNIError(ERR_INVALID_CONFIG, f"field 'bridge': {cfg.bridge!r} already exists but is not a bridge")
     ipv6 = os.path.isdir("/proc/sys/net/ipv6")
     accept_ra_old = facts.sysctl(f"net.ipv6.conf.{cfg.bridge}.accept_ra") if exists else None
     bridge_up = exists and bool(facts.link_flags(cfg.bridge) & facts.IFF_UP)
@@ -191,6 +189,9 @@ def add(req: Request) -> dict[str, Any] | str | None:
     mac = common.mac_from_request(req)
     if not req.dry_run:
         facts.check_netns(req.netns)
+    # Refuse before IPAM reserves anything.
+    if facts.link_exists(cfg.bridge) and not facts.is_bridge(cfg.bridge):
+        raise CNIError(ERR_INVALID_CONFIG, f"field 'bridge': {cfg.bridge!r} already exists but is not a bridge")
     with common.maybe_lock(req, bridge_lock, cfg.bridge), common.ipam_transaction(req) as ipam_result:
         host_veth = common.host_veth_name()
         mac = mac or common.random_mac()
@@ -224,25 +225,12 @@ def delete(req: Request) -> str | None:
 
 def check(req: Request) -> None:
     cfg = parse_config(req)
-    ipam.run(req, "CHECK")
-    prev = req.prev_result()
-    if prev is None:
-        raise CNIError(ERR_INVALID_CONFIG, "Required prevResult missing", "CHECK needs the ADD result in prevResult")
-    facts.check_netns(req.netns)
-    if not facts.is_bridge(cfg.bridge):
-        raise CNIError(ERR_INTERNAL, f"bridge {cfg.bridge!r} does not exist or is not a bridge")
-    common.check_attachment(req, prev, bridge=cfg.bridge)
-    if cfg.ip_masq:
-        common.check_masq(req, prev)
+    common.check_veth(req, cfg.ip_masq, bridge=cfg.bridge)
 
 
 def gc(req: Request) -> str | None:
     parse_config(req)
-    text = common.gc_masq(req)
-    if text is not None:
-        return text
-    ipam.run(req, "GC")
-    return None
+    return common.gc(req)
 
 
 def status(req: Request) -> None:

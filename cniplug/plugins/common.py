@@ -357,3 +357,30 @@ def forwarding_plan(families: Iterable[int]) -> dict[str, Any] | None:
         if value is not None and value != "1":
             old[key] = value
     return {"settings": [(key, 1) for key in old], "old": old} if old else None
+
+
+def check_veth(req: Request, ip_masq: bool, bridge: str = "") -> None:
+    """CHECK for the veth plugins: IPAM first, then the attachment against prevResult, then NAT."""
+    from cniplug import facts, ipam
+
+    prev = req.prev_result()  # a malformed prevResult is named as such, before anything else
+    if prev is None:
+        raise CNIError(ERR_INVALID_CONFIG, "Required prevResult missing", "CHECK needs the ADD result in prevResult")
+    ipam.run(req, "CHECK")
+    facts.check_netns(req.netns)
+    if bridge and not facts.is_bridge(bridge):
+        raise CNIError(ERR_INTERNAL, f"bridge {bridge!r} does not exist or is not a bridge")
+    check_attachment(req, prev, bridge=bridge)
+    if ip_masq:
+        check_masq(req, prev)
+
+
+def gc(req: Request) -> str | None:
+    """GC for the veth plugins: NAT chains of attachments that are no longer valid, then IPAM."""
+    from cniplug import ipam
+
+    text = gc_masq(req)
+    if text is not None:
+        return text
+    ipam.run(req, "GC")
+    return None

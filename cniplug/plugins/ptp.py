@@ -111,23 +111,12 @@ def delete(req: Request) -> str | None:
 
 def check(req: Request) -> None:
     ip_masq, _ = parse_config(req)
-    ipam.run(req, "CHECK")
-    prev = req.prev_result()
-    if prev is None:
-        raise CNIError(ERR_INVALID_CONFIG, "Required prevResult missing", "CHECK needs the ADD result in prevResult")
-    facts.check_netns(req.netns)
-    common.check_attachment(req, prev)
-    if ip_masq:
-        common.check_masq(req, prev)
+    common.check_veth(req, ip_masq)
 
 
 def gc(req: Request) -> str | None:
     parse_config(req)
-    text = common.gc_masq(req)
-    if text is not None:
-        return text
-    ipam.run(req, "GC")
-    return None
+    return common.gc(req)
 
 
 def status(req: Request) -> None:
