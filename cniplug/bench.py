@@ -670,6 +670,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{REFERENCE_DIR}/<kind> + host-local; cniVersion {CNI_VERSION}\n")
     print(table(rows))
     print("\n" + NOTES)
+    if opts.helper:
+        print("\nWith --helper, CPU and peak RSS cover the client process only: the call itself runs in a child of\n"
+              "the helper and is not counted there. Read the latency rows; the CPU rows understate ours.")
     if bench.failures:
         print(f"\n{len(bench.failures)} plugin calls FAILED (excluded from the numbers); first: {bench.failures[0]}")
     if opts.json_path:
