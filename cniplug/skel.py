@@ -246,6 +246,9 @@ def run(handlers: Mapping[str, Handler], about: str, argv: list[str] | None = No
             # Verbs a plugin has nothing to do for (e.g. STATUS on loopback) succeed silently.
             return 0
         out = handler(req)
+        if out is None and dry_run:
+            # CHECK, STATUS and stateless verbs only read: their script changes nothing.
+            out = f"#!/bin/bash\n# {req.command} changes nothing on the host: there is no command to run.\n"
         if isinstance(out, str):
             stdout.write(out if out.endswith("\n") else out + "\n")
         elif out is not None:
