@@ -70,29 +70,33 @@ IFF_UP = 0x1
 IFF_PROMISC = 0x100
 
 
-def link_flags(name: str) -> int:
+def _link_attr(name: str, attr: str) -> str:
+    """/sys/class/net/<name>/<attr> of a host link, "" if the link or attribute is not there."""
     try:
-        with open(f"/sys/class/net/{name}/flags") as f:
-            return int(f.read().strip(), 16)
-    except (OSError, ValueError):
-        return 0
+        with open(f"/sys/class/net/{name}/{attr}") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _link_int(name: str, attr: str, base: int = 10, missing: int = -1) -> int:
+    try:
+        return int(_link_attr(name, attr), base)
+    except ValueError:
+        return missing
+
+
+def link_flags(name: str) -> int:
+    return _link_int(name, "flags", 16, missing=0)
 
 
 def ifindex_of(name: str) -> int:
-    try:
-        with open(f"/sys/class/net/{name}/ifindex") as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return -1
+    return _link_int(name, "ifindex")
 
 
 def addr_assign_type(name: str) -> int:
     """0 random, 3 set by user space (a pinned MAC); -1 when unknown."""
-    try:
-        with open(f"/sys/class/net/{name}/addr_assign_type") as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return -1
+    return _link_int(name, "addr_assign_type")
 
 
 def master_of(name: str) -> str:
@@ -103,11 +107,7 @@ def master_of(name: str) -> str:
 
 
 def mac_of(name: str) -> str:
-    try:
-        with open(f"/sys/class/net/{name}/address") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+    return _link_attr(name, "address")
 
 
 def sysctl(key: str) -> str | None:
