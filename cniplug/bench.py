@@ -654,6 +654,8 @@ def main(argv: list[str] | None = None) -> int:
         interrupted = True
         bench.say("interrupted: cleaning up")
     finally:
+        if main_thread:  # a second SIGTERM must not cut the cleanup short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         left = bench.cleanup()
         if main_thread:
             signal.signal(signal.SIGTERM, old_term)

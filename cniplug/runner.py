@@ -91,16 +91,21 @@ class Runner:
         steps = script.steps
         index = 0
         while index < len(steps):
-            group = self.group(steps, index) if self.batch and not best_effort else [steps[index]]
+            group = self.group(steps, index, best_effort) if self.batch else [steps[index]]
             ok, failed = self.run_group(group)
             done.extend(group[:ok])
             index += len(group)
             if failed is None:
                 continue
             step, result = failed
-            if step.tolerant or best_effort:
+            if best_effort or step.tolerant:
                 log.info("ignored failure of %s: %s", step.line, result.stderr.strip())
-                continue  # tolerant steps and best-effort runs are never batched: group == [step]
+                # The rest of a failed batch still runs, one step at a time (restore applied none of it).
+                rest = group if group[0].argv[0] in ("iptables", "ip6tables") else group[ok + 1:]
+                for other in rest if len(group) > 1 else []:
+                    if self.call(other.argv).rc != 0:
+                        log.info("ignored failure of %s", other.line)
+                continue
             self.rollback(done)
             # Another program holding the xtables lock for longer than -w waits is transient.
             busy = "xtables lock" in result.stderr
@@ -110,13 +115,17 @@ class Runner:
                 f"exit {result.rc}: {result.stderr.strip()}",
             )
 
-    def group(self, steps: list[Step], start: int) -> list[Step]:
-        """The longest run of steps from `start` that can go to the kernel as one batch."""
-        key = batch_key(steps[start])
+    def group(self, steps: list[Step], start: int, best_effort: bool = False) -> list[Step]:
+        """The longest run of steps from `start` that can go to the kernel as one batch.
+
+        Tolerant steps are batched only in best-effort runs (DEL), where a failed batch is redone
+        step by step; elsewhere their failure must not stop the steps batched with them.
+        """
+        key = batch_key(steps[start], best_effort)
         if key is None:
             return [steps[start]]
         end = start + 1
-        while end < len(steps) and batch_key(steps[end]) == key:
+        while end < len(steps) and batch_key(steps[end], best_effort) == key:
             end += 1
         return steps[start:end]
 
@@ -160,15 +169,15 @@ def _ip_prefix(argv: list[str]) -> int:
     return n
 
 
-def batch_key(step: Step) -> tuple[str, ...] | None:
-    if step.tolerant:
+def batch_key(step: Step, best_effort: bool = False) -> tuple[str, ...] | None:
+    if step.tolerant and not best_effort:
         return None
     argv = step.argv
     n = _ip_prefix(argv)
     if n:
         return ("ip", *argv[:n])
     if (argv[0] in ("iptables", "ip6tables") and argv[1:3] == ["-w", "-t"] and len(argv) > 5
-            and argv[4] in ("-N", "-A", "-I", "-D")):
+            and argv[4] in ("-N", "-A", "-I", "-D", "-F", "-X")):
         return (argv[0], argv[3])
     return None
 

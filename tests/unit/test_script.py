@@ -172,3 +172,25 @@ def test_lock_timeout_is_try_again_later(tmp_path: pytest.TempPathFactory) -> No
     _, status = os.waitpid(pid, 0)
     os.close(holder)
     assert os.WEXITSTATUS(status) == 11
+
+
+DEL_BODY = """ip -n ns1 link delete eth0 || true
+iptables -w -t nat -D POSTROUTING -s 10.0.0.2/32 -j CNI-x || true
+iptables -w -t nat -F CNI-x || true
+iptables -w -t nat -X CNI-x || true
+"""
+
+
+def test_best_effort_batches_and_redoes_a_failed_batch_step_by_step() -> None:
+    r = BatchRecorder({"iptables-restore": (1, "iptables-restore: line 2 failed\n")})
+    r.run(script.parse(DEL_BODY), best_effort=True)
+    assert r.calls[1] == ["iptables-restore", "-w", "--noflush"]
+    assert r.stdins[1] == "*nat\n-D POSTROUTING -s 10.0.0.2/32 -j CNI-x\n-F CNI-x\n-X CNI-x\nCOMMIT\n"
+    # restore is atomic: after its failure every one of its steps runs on its own, failures ignored
+    assert r.calls[2:] == [step.argv for step in script.parse(DEL_BODY).steps[1:]]
+
+
+def test_tolerant_steps_are_not_batched_outside_best_effort() -> None:
+    r = BatchRecorder()
+    r.run(script.parse(DEL_BODY))
+    assert len(r.calls) == 4

@@ -12,6 +12,7 @@ ip link add veth0a1b2c3d mtu 1400 type veth peer name eth0 mtu 1400 address 02:0
 # Attach veth0a1b2c3d to bridge cni0 and bring it up (tutorial example 2, step 4)
 ip link set veth0a1b2c3d master cni0
 ip link set veth0a1b2c3d type bridge_slave hairpin on
+ip link set veth0a1b2c3d up
 sysctl -w net.ipv6.conf.cni0.accept_ra=0 net.ipv6.conf.veth0a1b2c3d.accept_ra=0
 
 # Configure the container side: addresses, link up, routes (tutorial example 2, step 5)
@@ -27,7 +28,6 @@ ip -n golden route add ::/0 via fd22::1 dev eth0
 #undo ip -n golden route del ::/0 via fd22::1 dev eth0
 
 ip link set cni0 up
-ip link set veth0a1b2c3d up
 # Give the bridge the gateway address 10.22.0.1/24
 ip addr add 10.22.0.1/24 dev cni0 broadcast +
 #undo ip addr del 10.22.0.1/24 dev cni0

@@ -9,6 +9,7 @@ ip link add veth0a1b2c3d type veth peer name eth0 address 02:42:0a:16:00:09 netn
 #undo ip link delete veth0a1b2c3d
 # Attach veth0a1b2c3d to bridge cni0 and bring it up (tutorial example 2, step 4)
 ip link set veth0a1b2c3d master cni0
+ip link set veth0a1b2c3d up
 sysctl -w net.ipv6.conf.veth0a1b2c3d.accept_ra=0
 
 # Configure the container side: addresses, link up, routes (tutorial example 2, step 5)
@@ -17,7 +18,6 @@ ip -n golden addr add 10.22.0.2/24 dev eth0 broadcast +
 #undo ip -n golden addr del 10.22.0.2/24 dev eth0
 ip -n golden link set eth0 up
 
-ip link set veth0a1b2c3d up
 # Bridge already has gateway address 10.22.0.1/24
 
 # NAT to the outside: per-container chain CNI-15815ef49e0fdf04a746924c masquerades traffic leaving the subnet

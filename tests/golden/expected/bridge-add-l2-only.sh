@@ -10,10 +10,10 @@ ip link add veth0a1b2c3d type veth peer name eth0 address 02:00:00:00:00:aa netn
 #undo ip link delete veth0a1b2c3d
 # Attach veth0a1b2c3d to bridge cni0 and bring it up (tutorial example 2, step 4)
 ip link set veth0a1b2c3d master cni0
+ip link set veth0a1b2c3d up
 sysctl -w net.ipv6.conf.cni0.accept_ra=0 net.ipv6.conf.veth0a1b2c3d.accept_ra=0
 
 # Configure the container side: addresses, link up, routes (tutorial example 2, step 5)
 ip -n golden link set eth0 up
 
 ip link set cni0 up
-ip link set veth0a1b2c3d up

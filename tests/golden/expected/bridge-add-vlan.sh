@@ -11,6 +11,7 @@ ip link add veth0a1b2c3d type veth peer name eth0 address 02:00:00:00:00:aa netn
 #undo ip link delete veth0a1b2c3d
 # Attach veth0a1b2c3d to bridge br-vlan and bring it up (tutorial example 2, step 4)
 ip link set veth0a1b2c3d master br-vlan
+ip link set veth0a1b2c3d up
 bridge vlan del dev veth0a1b2c3d vid 1
 bridge vlan add dev veth0a1b2c3d vid 100 pvid untagged
 sysctl -w net.ipv6.conf.br-vlan.accept_ra=0 net.ipv6.conf.veth0a1b2c3d.accept_ra=0
@@ -22,4 +23,3 @@ ip -n golden addr add 10.22.0.2/24 dev eth0 broadcast +
 ip -n golden link set eth0 up
 
 ip link set br-vlan up
-ip link set veth0a1b2c3d up
