@@ -504,6 +504,12 @@ def test_dry_run_script_gives_the_same_state_as_the_plugin(make_net: Callable[..
         state_a = kernel_state(ns_a, net.bridge)
         nat_a = nat_state(chain_a)
         veth_a = state_a["ports"][0]["name"]
+        # ... and the DEL that follows: its --dry-run script, run by bash, undoes what the ADD script did
+        dry_del = net.run("DEL", "tcbc17a", ns_a, dry_run=True)
+        assert dry_del.rc == 0, dry_del
+        ran_del = subprocess.run(["bash", "-c", dry_del.stdout], capture_output=True, text=True)
+        assert ran_del.returncode == 0, ran_del.stderr
+        after_del_a = (container_links(ns_a), nat_state(chain_a), veth_a in host_link_names())
     finally:  # undo the bash run by hand: it is not the plugin's, DEL must not be needed
         sh("ip", "netns", "delete", ns_name(ns_a))
         remove_chain(chain_a)
@@ -521,3 +527,7 @@ def test_dry_run_script_gives_the_same_state_as_the_plugin(make_net: Callable[..
     assert normalise(nat_a, {chain_a: "CHAIN", "tcbc17a": "CID"}) == normalise(nat_state(chain_b),
                                                                             {chain_b: "CHAIN", "tcbc17b": "CID"})
     assert (d := net.delete("tcbc17b", ns_b)).rc == 0, d
+    dele = net.run("DEL", "tcbc17b", ns_b)
+    assert dele.rc == 0, dele
+    after_del_b = (container_links(ns_b), nat_state(chain_b), veth_b in host_link_names())
+    assert after_del_a == after_del_b == (["lo"], {4: [], 6: []}, False)

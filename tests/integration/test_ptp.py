@@ -123,5 +123,18 @@ def test_dry_run_script_gives_the_same_state_as_the_plugin(make_netns: Callable[
         sb = state(b, veth_b).replace("10.250.150.3", "10.250.150.2").replace("fd10:250:150::3", "fd10:250:150::2")
         assert "10.250.150.2/24" in sa
         assert sa == sb
+        # the DEL that follows: bash runs the --dry-run DEL script for a, the plugin deletes b
+        dry_del = run_plugin("cniplug-ptp", "DEL", conf(tmp_path, ipMasq=False), netns=a, container_id="tcpt-a",
+                             dry_run=True)
+        assert dry_del.rc == 0
+        ran = subprocess.run(["bash", "-c", dry_del.stdout], capture_output=True, text=True)
+        assert ran.returncode == 0, ran.stderr
+        assert run_plugin("cniplug-ptp", "DEL", conf(tmp_path, ipMasq=False), netns=b, container_id="tcpt-b").rc == 0
+
+        def gone(ns: str, veth: str) -> tuple[bool, bool, bool]:
+            return ("eth0" in sh("ip", "-n", os.path.basename(ns), "-o", "link"), veth in sh("ip", "-o", "link"),
+                    "10.250.150." in sh("ip", "route"))
+
+        assert gone(a, veth_a) == gone(b, veth_b) == (False, False, False)
     finally:
         subprocess.run(["ip", "link", "delete", veth_a], capture_output=True)
