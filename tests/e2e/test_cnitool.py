@@ -71,6 +71,34 @@ def run(argv: list[str], *, env: dict[str, str] | None = None, input: bytes | No
     return proc
 
 
+# Chains the reference portmap and firewall share between all containers and never remove.
+SHARED_CHAINS = {"nat": ["CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-SETMARK"],
+                 "filter": ["CNI-FORWARD", "CNI-ADMIN"]}
+
+
+def _chains(tool: str, table: str) -> list[str]:
+    out = subprocess.run([tool, "-w", "-t", table, "-S"], capture_output=True, text=True).stdout
+    return out.splitlines()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def remove_shared_chains_this_module_created() -> Iterator[None]:
+    """The chains above exist after our chains ran portmap/firewall; remove them if they did not before."""
+    before = {(tool, table, chain) for tool in ("iptables", "ip6tables") for table, chains in SHARED_CHAINS.items()
+              for chain in chains if f"-N {chain}" in _chains(tool, table)}
+    yield
+    for tool in ("iptables", "ip6tables"):
+        for table, chains in SHARED_CHAINS.items():
+            ours = [c for c in chains if (tool, table, c) not in before and f"-N {c}" in _chains(tool, table)]
+            for line in _chains(tool, table):
+                words = shlex.split(line)
+                if words[:1] == ["-A"] and words[-2:-1] == ["-j"] and words[-1] in ours:
+                    subprocess.run([tool, "-w", "-t", table, "-D", *words[1:]], capture_output=True)
+            for verb in ("-F", "-X"):
+                for chain in ours:
+                    subprocess.run([tool, "-w", "-t", table, verb, chain], capture_output=True)
+
+
 @pytest.fixture(scope="module")
 def cnitool() -> Path:
     path = cnitool_path()
@@ -439,22 +467,12 @@ def test_chain_bridge_tuning_bandwidth_firewall_portmap(e2e: E2E) -> None:
         raise check_error
 
 
-def test_chain_reference_bridge_with_cniplug_host_local(e2e: E2E) -> None:
-    n = 11
-    net = e2e.write_conflist(conflist(n, "1.0.0", bridge_plugin(e2e, n, plugin="bridge")))
-    att = e2e.attach(net, "chain-refbr")
-    e2e.add(att)
-    addr = assert_attached(e2e, att, n, 2)
-    assert (e2e.ipam_dir / net / addr).read_text().splitlines()[0] == att.container_id
-    e2e.check(att)
-    e2e.delete(att)
-    assert e2e.leftovers(att, f"tcebr{n}") == []
-
-
-def test_chain_cniplug_bridge_with_reference_host_local(e2e: E2E) -> None:
-    n = 12
-    net = e2e.write_conflist(conflist(n, "1.0.0", bridge_plugin(e2e, n, ipam="host-local")))
-    att = e2e.attach(net, "chain-refhl")
+@pytest.mark.parametrize(("n", "name", "kwargs"), [(11, "chain-refbr", {"plugin": "bridge"}),
+                                                     (12, "chain-refhl", {"ipam": "host-local"})],
+                         ids=["reference-bridge+cniplug-host-local", "cniplug-bridge+reference-host-local"])
+def test_chain_mixing_reference_and_cniplug(e2e: E2E, n: int, name: str, kwargs: dict[str, str]) -> None:
+    net = e2e.write_conflist(conflist(n, "1.0.0", bridge_plugin(e2e, n, **kwargs)))
+    att = e2e.attach(net, name)
     e2e.add(att)
     addr = assert_attached(e2e, att, n, 2)
     assert (e2e.ipam_dir / net / addr).read_text().splitlines()[0] == att.container_id
