@@ -15,13 +15,13 @@ from typing import Any
 
 from cniplug import __version__
 
-# Plugin type (the `type` in a network config) -> module:function.
+# Plugin type (the `type` in a network config) -> its module: HANDLERS (verb -> function), ABOUT, main().
 PLUGINS = {
-    "cniplug-bridge": "cniplug.plugins.bridge:main",
-    "cniplug-ptp": "cniplug.plugins.ptp:main",
-    "cniplug-loopback": "cniplug.plugins.loopback:main",
-    "cniplug-host-local": "cniplug.plugins.ipam:host_local_main",
-    "cniplug-static": "cniplug.plugins.ipam:static_main",
+    "cniplug-bridge": "cniplug.plugins.bridge",
+    "cniplug-ptp": "cniplug.plugins.ptp",
+    "cniplug-loopback": "cniplug.plugins.loopback",
+    "cniplug-host-local": "cniplug.plugins.host_local",
+    "cniplug-static": "cniplug.plugins.static",
 }
 
 WRAPPER = """#!{python} -IS
@@ -31,7 +31,7 @@ WRAPPER = """#!{python} -IS
 import sys
 sys.path[:0] = {paths!r}
 from cniplug.fastpath import main
-main({name!r}, {module!r}, {func!r})
+main({name!r}, {module!r})
 """
 
 
@@ -40,10 +40,15 @@ def plugin_argv(name: str) -> list[str]:
     return [sys.executable, "-m", "cniplug", "plugin", name]
 
 
+def plugin_handlers(name: str) -> tuple[dict[str, Any], str]:
+    """The verb handlers and the about text of a plugin type (what its main() runs)."""
+    module = import_module(PLUGINS[name])
+    return module.HANDLERS, module.ABOUT
+
+
 def run_plugin(name: str) -> None:
-    module, func = PLUGINS[name].split(":")
     sys.argv = [name, *sys.argv[3:]]
-    getattr(import_module(module), func)()
+    import_module(PLUGINS[name]).main()
 
 
 def import_paths() -> list[str]:
@@ -61,11 +66,10 @@ def import_paths() -> list[str]:
 def install(bin_dir: str) -> int:
     os.makedirs(bin_dir, mode=0o755, exist_ok=True)
     paths = import_paths()
-    for name, target in PLUGINS.items():
-        module, func = target.split(":")
+    for name, module in PLUGINS.items():
         path = Path(bin_dir) / name
         tmp = path.with_name(f".{name}.tmp{os.getpid()}")
-        tmp.write_text(WRAPPER.format(python=sys.executable, name=name, paths=paths, module=module, func=func))
+        tmp.write_text(WRAPPER.format(python=sys.executable, name=name, paths=paths, module=module))
         tmp.chmod(0o755)
         tmp.replace(path)  # atomic: a runtime never execs a half-written file ("text file busy" too)
         print(f"installed {path}")

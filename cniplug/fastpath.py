@@ -59,7 +59,7 @@ def helper_socket(path: str = SOCKET) -> socket.socket | None:
     return sock
 
 
-def main(plugin: str, module: str, func: str) -> None:
+def main(plugin: str, module: str) -> None:
     sock = None if os.environ.get("CNIPLUG_NO_HELPER") else helper_socket(os.environ.get("CNIPLUG_HELPER_SOCKET",
                                                                                         SOCKET))
     if sock is not None:
@@ -83,4 +83,4 @@ def main(plugin: str, module: str, func: str) -> None:
         import io
 
         sys.stdin = io.TextIOWrapper(io.BytesIO(stdin))
-    getattr(import_module(module), func)()
+    import_module(module).main()

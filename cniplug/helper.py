@@ -16,12 +16,11 @@ import socket
 import struct
 import sys
 from importlib import import_module
-from typing import Any
 
 from cniplug import fastpath
 
-PRELOAD = ("cniplug.plugins.bridge", "cniplug.plugins.ptp", "cniplug.plugins.loopback", "cniplug.plugins.ipam",
-           "cniplug.ipam.host_local", "cniplug.ipam.static", "cniplug.ipam.delegate", "sh")
+PRELOAD = ("cniplug.plugins.bridge", "cniplug.plugins.ptp", "cniplug.plugins.loopback", "cniplug.plugins.host_local",
+           "cniplug.plugins.static", "cniplug.ipam.delegate", "sh")
 TEMPLATES = ("bridge/add.sh.j2", "bridge/del.sh.j2", "ptp/add.sh.j2", "ptp/del.sh.j2", "loopback/add.sh.j2",
              "loopback/del.sh.j2", "masq_gc.sh.j2")
 
@@ -51,12 +50,10 @@ def serve_one(conn: socket.socket) -> None:
         os.environ.update(env)
         sys.stderr = err
         logging.getLogger("cniplug").handlers.clear()
-        plugin = str(request["plugin"])
-        module, _ = cli.PLUGINS[plugin].split(":")
+        handlers, about = cli.plugin_handlers(str(request["plugin"]))
         argv = [str(a) for a in request["argv"]]  # type: ignore[attr-defined]
         stdin = io.BytesIO(str(request["stdin"]).encode("latin-1"))
-        code = skel.run(handlers_of(plugin, module), f"cniplug {plugin}", argv=argv, environ=env, stdin=stdin,
-                        stdout=out)
+        code = skel.run(handlers, about, argv=argv, environ=env, stdin=stdin, stdout=out)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException as exc:  # report, never hang the caller
@@ -66,14 +63,6 @@ def serve_one(conn: socket.socket) -> None:
         fastpath.send_msg(conn, {"rc": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
     finally:
         os._exit(0)
-
-
-def handlers_of(plugin: str, module: str) -> Any:
-    if module == "cniplug.plugins.ipam":
-        from cniplug.plugins import ipam
-
-        return ipam.host_local_handlers() if plugin == "cniplug-host-local" else ipam.static_handlers()
-    return import_module(module).HANDLERS
 
 
 def peer_uid(conn: socket.socket) -> int:

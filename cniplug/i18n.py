@@ -17,7 +17,6 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Take the loopback interface down in the container",
         "zh": "关闭容器内的环回接口",
     },
-    "netns_add": {"en": "Create network namespace {name}", "zh": "创建网络命名空间 {name}"},
     "bridge_add": {
         "en": "Create the bridge {name} (tutorial example 2, step 2)",
         "zh": "创建网桥 {name}（教程示例2，步骤2）",
@@ -50,7 +49,6 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Enable IP forwarding (tutorial example 2, step 6)",
         "zh": "启用IP转发（教程示例2，步骤6）",
     },
-    "forwarding_on": {"en": "IP forwarding is already on: {key}", "zh": "IP转发已开启：{key}"},
     "masq": {
         "en": "NAT to the outside: per-container chain {chain} masquerades traffic leaving the subnet",
         "zh": "NAT访问外网：每个容器一条链 {chain}，对离开子网的流量做MASQUERADE",
@@ -64,7 +62,6 @@ MESSAGES: dict[str, dict[str, str]] = {
         "zh": "容器命名空间已不存在（或未提供）：无需在其中删除",
     },
     "masq_del": {"en": "Remove the NAT chain {chain} and the rules jumping to it", "zh": "删除NAT链 {chain} 及跳转到它的规则"},
-    "masq_gone": {"en": "No NAT chain {chain} left to remove", "zh": "没有需要删除的NAT链 {chain}"},
     "ipam_note": {
         "en": "IPAM ({type}) assigned {addrs}; the reservation is kept by IPAM, not by this script",
         "zh": "IPAM（{type}）分配了 {addrs}；地址预留由IPAM完成，不在本脚本中",
@@ -78,11 +75,6 @@ MESSAGES: dict[str, dict[str, str]] = {
         "zh": "容器端：地址、启用接口、经点对点链路上的网关的路由",
     },
     "ping": {"en": "Check connectivity: ping {addr} from {ns}", "zh": "测试连通性：从 {ns} ping {addr}"},
-    "router_ns": {
-        "en": "Enable forwarding in the router namespace (tutorial example 3, step 5)",
-        "zh": "在路由器命名空间中启用转发（教程示例3，步骤5）",
-    },
-    "move_link": {"en": "Move {dev} into namespace {ns}", "zh": "将 {dev} 移入命名空间 {ns}"},
     "outside": {
         "en": "Namespace {ns} stands in for the outside world (the tutorial pings 8.8.8.8)",
         "zh": "命名空间 {ns} 充当外网（教程中 ping 8.8.8.8）",

@@ -59,12 +59,6 @@ def command_env() -> dict[str, str]:
 
 
 @dataclass
-class Record:
-    step: Step
-    result: Completed
-
-
-@dataclass
 class Runner:
     """Runs a Script. `records` keeps argv, exit status and stderr of every command run.
 

@@ -50,7 +50,6 @@ import shlex
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -143,13 +142,7 @@ def plugin_logs(stderr: io.StringIO) -> Iterator[None]:
 
 
 def handlers_of(plugin: str) -> tuple[dict[str, skel.Handler], str]:
-    """The plugin's verb handlers, caught from its main() (every plugin's main is skel.main(handlers, about))."""
-    caught: dict[str, Any] = {}
-    module, func = cli.PLUGINS[plugin].split(":")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(skel, "main", lambda handlers, about: caught.update(handlers=handlers, about=about))
-        getattr(import_module(module), func)()
-    return caught["handlers"], caught["about"]
+    return cli.plugin_handlers(plugin)
 
 
 def command_line(plugin: str, env: dict[str, str], step: dict[str, Any], config_file: str) -> str:

@@ -7,6 +7,7 @@ import os
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -113,3 +114,14 @@ def cleanup_chains() -> Iterator[list[str]]:
                     subprocess.run([tool, "-w", "-t", "nat", "-D", *shlex.split(line)[1:]], capture_output=True)
             subprocess.run([tool, "-w", "-t", "nat", "-F", chain], capture_output=True)
             subprocess.run([tool, "-w", "-t", "nat", "-X", chain], capture_output=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def restore_forwarding() -> Iterator[None]:
+    """The plugins turn IP forwarding on (and, like the reference, never off): put it back after each module."""
+    keys = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
+    saved = {k: Path(k).read_text() for k in keys if Path(k).exists()}
+    yield
+    for key, value in saved.items():
+        if Path(key).read_text() != value:
+            Path(key).write_text(value)

@@ -247,5 +247,8 @@ def status(req: Request) -> None:
 HANDLERS = {"ADD": add, "DEL": delete, "CHECK": check, "GC": gc, "STATUS": status}
 
 
+ABOUT = "cniplug bridge plugin"
+
+
 def main() -> None:
-    skel.main(HANDLERS, "cniplug bridge plugin")
+    skel.main(HANDLERS, ABOUT)

@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import os
 import re
+import shlex
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -164,17 +165,11 @@ def masq_teardown(req: Request) -> list[dict[str, Any]]:
     for family, tool in ((4, "iptables"), (6, "ip6tables")):
         lines = facts.iptables_rules(family, "nat")
         exists = f"-N {chain}" in lines
-        jumps = [script_words(line)[2:] for line in lines
+        jumps = [shlex.split(line)[2:] for line in lines
                  if line.startswith("-A POSTROUTING ") and line.endswith(f"-j {chain}")]
         if exists or jumps:
             out.append({"tool": tool, "chain": chain, "jumps": jumps})
     return out
-
-
-def script_words(line: str) -> list[str]:
-    import shlex
-
-    return shlex.split(line)
 
 
 @contextmanager
@@ -238,7 +233,7 @@ def gc_masq(req: Request) -> str | None:
             for line in lines:
                 if not line.startswith("-A POSTROUTING "):
                     continue
-                words = script_words(line)
+                words = shlex.split(line)
                 if "--comment" not in words or words[-2] != "-j" or not words[-1].startswith("CNI-"):
                     continue
                 m = _COMMENT.match(words[words.index("--comment") + 1])

@@ -60,5 +60,8 @@ def check(req: Request) -> None:
 HANDLERS = {"ADD": add, "DEL": delete, "CHECK": check}
 
 
+ABOUT = "cniplug loopback plugin"
+
+
 def main() -> None:
-    skel.main(HANDLERS, "cniplug loopback plugin")
+    skel.main(HANDLERS, ABOUT)

@@ -128,5 +128,8 @@ def status(req: Request) -> None:
 HANDLERS = {"ADD": add, "DEL": delete, "CHECK": check, "GC": gc, "STATUS": status}
 
 
+ABOUT = "cniplug ptp plugin"
+
+
 def main() -> None:
-    skel.main(HANDLERS, "cniplug ptp plugin")
+    skel.main(HANDLERS, ABOUT)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cniplug import facts, skel
-from cniplug.cli import PLUGINS
+from cniplug.cli import plugin_handlers
 from cniplug.plugins import common
 
 HERE = Path(__file__).parent
@@ -49,8 +49,7 @@ def render_case(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path:
     config = json.loads(json.dumps(case["config"]).replace("@TMP@", str(tmp_path)))
     env = {"CNI_COMMAND": case["command"], "CNI_CONTAINERID": "c0ffee", "CNI_NETNS": "/run/netns/golden",
            "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin", **case.get("env", {})}
-    module, _ = PLUGINS[case["plugin"]].split(":")
-    handlers = __import__(module, fromlist=["HANDLERS"]).HANDLERS
+    handlers, _ = plugin_handlers(case["plugin"])
     out = io.StringIO()
     rc = skel.run(handlers, "golden", argv=["--dry-run"], environ=env,
                   stdin=io.BytesIO(json.dumps(config).encode()), stdout=out)

@@ -130,17 +130,6 @@ def bare(cidr: str) -> str:
     return str(ipaddress.ip_interface(cidr).ip)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def restore_forwarding() -> Iterator[None]:
-    """The plugin turns on forwarding (isGateway) and, like the reference, never turns it off: we do."""
-    keys = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
-    saved = {k: Path(k).read_text() for k in keys}
-    yield
-    for key, value in saved.items():
-        if Path(key).read_text() != value:
-            Path(key).write_text(value)
-
-
 class Net:
     """One bridge network (config + the attachments made on it); DEL and cleanup happen in the fixture."""
 

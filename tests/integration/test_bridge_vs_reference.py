@@ -225,17 +225,6 @@ def result_shape(side: Side, result: dict[str, Any]) -> Any:
     return side.normalise(res, veth)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def restore_forwarding() -> Iterator[None]:
-    """Both plugins turn forwarding on (isGateway) and never off again: put it back as it was."""
-    keys = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
-    saved = {k: Path(k).read_text() for k in keys}
-    yield
-    for key, value in saved.items():
-        if Path(key).read_text() != value:
-            Path(key).write_text(value)
-
-
 @pytest.fixture
 def pair(make_netns: Callable[[str], str], cleanup_links: list[str],
          cleanup_chains: list[str]) -> Iterator[Callable[[int], tuple[Side, Side]]]:
