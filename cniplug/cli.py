@@ -54,7 +54,7 @@ def run_plugin(name: str) -> None:
 def import_paths() -> list[str]:
     """Directories holding cniplug and its dependencies, for wrappers run with `python -I`."""
     paths = []
-    for mod in ("cniplug", "sh", "jinja2", "markupsafe"):
+    for mod in ("cniplug", "jinja2", "markupsafe"):
         origin = Path(import_module(mod).__file__ or "").resolve()
         # A package (.../name/__init__.py) lives two levels up, a single module one.
         top = origin.parent.parent if origin.name == "__init__.py" else origin.parent

@@ -1,56 +1,88 @@
 """What an installed plugin executable runs first: hand the call to the warm helper, else run it here.
 
-Kept tiny (only the standard library's socket, os, sys, json) because it is on every plugin call.
-The helper (`cniplug helper`, see helper.py) is never required: without it, or if it cannot be
-reached, the plugin runs standalone in this process, with the same result.
+On every plugin call, so it imports nothing the interpreter has not loaded at start (`_socket`, not
+`socket`, and no json: both would add ~30 ms, more than the call itself). The helper (`cniplug helper`,
+helper.py) is never required: without it, or if it cannot be reached, the plugin runs standalone in
+this process, with the same result.
+
+Wire format (one connection per call; each side shuts its writing end when done):
+  request:  MAGIC, then plugin, argv and environment as length-prefixed fields (argv words and
+            "KEY=value" pairs NUL-separated: neither can contain NUL), then stdin to the end.
+  answer:   exit status, then stdout and stats as length-prefixed fields, then stderr to the end.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-import stat
-import struct
 import sys
-from importlib import import_module
+from _socket import AF_UNIX, SHUT_WR, SOCK_CLOEXEC, SOCK_STREAM, socket
 
 SOCKET = "/run/cniplug/helper.sock"
-HEADER = struct.Struct("!I")
+MAGIC = b"cniplug-helper/2\n"
+STATS_ENV = "CNIPLUG_HELPER_STATS"  # set (by `cniplug bench`): the client prints the helper's CPU/RSS on stderr
 
 
-def send_msg(sock: socket.socket, body: dict[str, object]) -> None:
-    data = json.dumps(body).encode()
-    sock.sendall(HEADER.pack(len(data)) + data)
+def pack(*fields: bytes) -> bytes:
+    return b"".join(len(f).to_bytes(4, "big") + f for f in fields)
 
 
-def recv_msg(sock: socket.socket) -> dict[str, object] | None:
-    head = _recv_exact(sock, HEADER.size)
-    if head is None:
-        return None
-    data = _recv_exact(sock, HEADER.unpack(head)[0])
-    return json.loads(data) if data is not None else None
+def unpack(data: bytes, count: int) -> list[bytes]:
+    """`count` length-prefixed fields, then the rest of `data` as one more. ValueError if cut short."""
+    fields, pos = [], 0
+    for _ in range(count):
+        if pos + 4 > len(data):
+            raise ValueError("message cut short")
+        size = int.from_bytes(data[pos:pos + 4], "big")
+        pos += 4
+        if pos + size > len(data):
+            raise ValueError("message cut short")
+        fields.append(data[pos:pos + size])
+        pos += size
+    fields.append(data[pos:])
+    return fields
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return buf
+def encode_request(plugin: str, argv: list[bytes], environ: dict[bytes, bytes], stdin: bytes) -> bytes:
+    env = b"\0".join(k + b"=" + v for k, v in environ.items())
+    return MAGIC + pack(plugin.encode(), b"\0".join(argv), env) + stdin
 
 
-def helper_socket(path: str = SOCKET) -> socket.socket | None:
-    """A connection to the helper if one is listening on a root-owned socket, else None."""
+def decode_request(data: bytes) -> tuple[str, list[str], dict[str, str], bytes]:
+    if not data.startswith(MAGIC):
+        raise ValueError("not a cniplug helper request (restart the helper after upgrading cniplug)")
+    plugin, argv, env, stdin = unpack(data[len(MAGIC):], 3)
+    environ = dict(os.fsdecode(pair).partition("=")[::2] for pair in env.split(b"\0") if pair)
+    return plugin.decode(), [os.fsdecode(a) for a in argv.split(b"\0") if a], environ, stdin
+
+
+def encode_answer(rc: int, stdout: bytes, stderr: bytes, stats: bytes = b"") -> bytes:
+    return (rc & 0xFFFFFFFF).to_bytes(4, "big") + pack(stdout, stats) + stderr
+
+
+def decode_answer(data: bytes) -> tuple[int, bytes, bytes, bytes]:
+    if len(data) < 4:
+        raise ValueError("answer cut short")
+    rc = int.from_bytes(data[:4], "big", signed=True)
+    stdout, stats, stderr = unpack(data[4:], 2)
+    return rc, stdout, stats, stderr
+
+
+def read_all(sock: socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def helper_socket(path: str = SOCKET) -> socket | None:
+    """A connection to the helper if one is listening on a root-owned, root-only socket, else None."""
     try:
         st = os.lstat(path)
     except OSError:
         return None
-    if not stat.S_ISSOCK(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077 or os.geteuid() != 0:
+    if st.st_mode & 0o170000 != 0o140000 or st.st_uid != 0 or st.st_mode & 0o077 or os.geteuid() != 0:
         return None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC)
     try:
         sock.connect(path)
     except OSError:
@@ -59,28 +91,45 @@ def helper_socket(path: str = SOCKET) -> socket.socket | None:
     return sock
 
 
+def through_helper(sock: socket, plugin: str, stdin: bytes) -> tuple[int, bytes, bytes, bytes] | None:
+    """Send the call, wait for the answer; None if the helper went away before answering."""
+    try:
+        sock.sendall(encode_request(plugin, [os.fsencode(a) for a in sys.argv[1:]], dict(os.environb), stdin))
+        sock.shutdown(SHUT_WR)
+        return decode_answer(read_all(sock))
+    except (OSError, ValueError):
+        return None
+    finally:
+        sock.close()
+
+
+def write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
 def main(plugin: str, module: str) -> None:
     sock = None if os.environ.get("CNIPLUG_NO_HELPER") else helper_socket(os.environ.get("CNIPLUG_HELPER_SOCKET",
                                                                                         SOCKET))
     if sock is not None:
-        with sock:
-            stdin = sys.stdin.buffer.read(1 << 20 | 1)
-            send_msg(sock, {"plugin": plugin, "argv": sys.argv[1:], "env": dict(os.environ),
-                            "stdin": stdin.decode("latin-1")})
-            answer = recv_msg(sock)
+        stdin = sys.stdin.buffer.read(1 << 20 | 1)
+        answer = through_helper(sock, plugin, stdin)
         if answer is not None:
-            sys.stderr.write(str(answer.get("stderr", "")))
-            sys.stdout.write(str(answer.get("stdout", "")))
-            sys.stdout.flush()
-            code = answer.get("rc", 1)
-            sys.exit(code if isinstance(code, int) else 1)
+            rc, out, stats, err = answer
+            if stats and os.environ.get(STATS_ENV):
+                err += b"cniplug-helper-stats " + stats + b"\n"
+            write_all(2, err)
+            write_all(1, out)
+            sys.exit(rc)
         # The helper went away mid-call. Running again here is safe for every verb but ADD, whose
         # half-done work the runtime cleans up with DEL after an error.
         if os.environ.get("CNI_COMMAND") == "ADD":
-            sys.stdout.write(json.dumps({"cniVersion": "1.1.0", "code": 11, "msg": "cniplug helper died during ADD",
-                                         "details": "retry; the runtime's DEL cleans up what was done"}) + "\n")
+            write_all(1, b'{"cniVersion": "1.1.0", "code": 11, "msg": "cniplug helper died during ADD", '
+                         b'"details": "retry; the runtime\'s DEL cleans up what was done"}\n')
             sys.exit(1)
         import io
 
         sys.stdin = io.TextIOWrapper(io.BytesIO(stdin))
+    from importlib import import_module
+
     import_module(module).main()
