@@ -76,6 +76,7 @@ class Sample:
     rc: int
     stdout: bytes
     stderr: bytes
+    helper_rss_kb: int = 0  # through the helper: the peak RSS its child reported for this call
 
     @property
     def ok(self) -> bool:
@@ -106,15 +107,15 @@ class Pending:
         fout.seek(0)
         ferr.seek(0)
         err = ferr.read()
-        cpu, maxrss = usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+        cpu, helper_rss = usage.ru_utime + usage.ru_stime, 0
         # Through the helper the call runs in the helper's child, which reports its CPU (its own and its
-        # commands') and peak RSS in one stderr line (helper.stats): add the CPU, take the larger RSS.
-        m = re.search(rb"^cniplug-helper-stats cpu_ms=([0-9.]+) maxrss_kb=([0-9]+)\n", err, re.M)
+        # commands') and peak RSS in one stderr line (helper.stats).
+        m = re.search(rb"^cniplug-helper-stats cpu_ms=([0-9.]+) maxrss_kb=([0-9]+).*\n", err, re.M)
         if m:
             cpu += float(m.group(1)) / 1000
-            maxrss = max(maxrss, int(m.group(2)))
+            helper_rss = int(m.group(2))
             err = err[:m.start()] + err[m.end():]
-        sample = Sample(wall, cpu, maxrss, self.proc.returncode, fout.read(), err)
+        sample = Sample(wall, cpu, usage.ru_maxrss, self.proc.returncode, fout.read(), err, helper_rss)
         for f in self._files:
             f.close()
         return sample
@@ -475,7 +476,7 @@ class Bench:
                                                       json.dumps(net.config).encode()).wait())
                 if sample.ok:
                     lines = report.read_text().split() if use_time else [str(sample.maxrss_kb)]
-                    got[side] = int(lines[-1]) / 1024
+                    got[side] = max(int(lines[-1]), sample.helper_rss_kb) / 1024
                 self.delete(cid)
             if len(got) == 2:
                 out[0].append(got["o"])

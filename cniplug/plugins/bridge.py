@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -78,18 +78,34 @@ LOCK_TIMEOUT = 120.0
 
 
 @contextmanager
-def bridge_lock(name: str) -> Iterator[None]:
-    """Serialise plugin runs on one bridge: creating it, its gateway address and rollback stay consistent.
+def bridge_lock(name: str) -> Iterator[Callable[[], None]]:
+    """Serialise plugin runs on one bridge; yields a function that releases the lock early.
 
-    Waiting longer than LOCK_TIMEOUT is reported as "try again later" (11), not as a failure.
+    The lock covers the probes and every change to what containers share (the bridge itself, its
+    state and gateway address, forwarding): creating the bridge, its gateway and a rollback of those
+    stay consistent. An ADD that changes none of that releases it after its probes (see add), so
+    ADDs on a ready bridge run in parallel. Waiting longer than LOCK_TIMEOUT is "try again later" (11).
     """
     os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
     fd = os.open(f"{LOCK_DIR}/bridge-{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    held = [fd]
+
+    def release() -> None:
+        if held:
+            os.close(held.pop())
+
     try:
         common.flock_with_timeout(fd, LOCK_TIMEOUT, f"bridge {name!r} is busy")
-        yield
+        yield release
     finally:
-        os.close(fd)
+        release()
+
+
+def changes_shared_state(context: dict[str, Any]) -> bool:
+    """Does this ADD change anything other containers on the bridge depend on?"""
+    bridge = context["bridge"]
+    return bool(bridge["create"] or not bridge["up"] or bridge["promisc"] or bridge["accept_ra_set"]
+                or bridge["pin_mac"] or context["forwarding"] or any(not g["present"] for g in context["gateways"]))
 
 
 def gateway_of(ip: dict[str, Any], cfg: BridgeConfig) -> str:
@@ -192,10 +208,12 @@ def add(req: Request) -> dict[str, Any] | str | None:
     # Refuse before IPAM reserves anything.
     if facts.link_exists(cfg.bridge) and not facts.is_bridge(cfg.bridge):
         raise CNIError(ERR_INVALID_CONFIG, f"field 'bridge': {cfg.bridge!r} already exists but is not a bridge")
-    with common.maybe_lock(req, bridge_lock, cfg.bridge), common.ipam_transaction(req) as ipam_result:
+    with common.maybe_lock(req, bridge_lock, cfg.bridge) as release, common.ipam_transaction(req) as ipam_result:
         host_veth = common.host_veth_name()
         mac = mac or common.random_mac()
         context, result = plan_add(req, cfg, ipam_result, host_veth, mac)
+        if not changes_shared_state(context):
+            release()  # only this container's veth, addresses and NAT rules from here on
         text = common.perform(req, "bridge/add.sh.j2", **context)
         if text is not None:
             return text
@@ -211,16 +229,16 @@ def add(req: Request) -> dict[str, Any] | str | None:
 
 def delete(req: Request) -> str | None:
     cfg = parse_config(req)
-    with common.maybe_lock(req, bridge_lock, cfg.bridge):
-        alive = facts.netns_alive(req.netns)
-        text = common.perform(
-            req, "bridge/del.sh.j2", best_effort=True, alive=alive, ifname=req.ifname,
-            container_ip=facts.ns_ip(req.netns) if alive else [],
-            masq=common.masq_teardown(req) if cfg.ip_masq else [],
-        )
-        if text is None:
-            ipam.run(req, "DEL")
-        return text
+    # No bridge lock: DEL removes only this container's interface, NAT chain and address.
+    alive = facts.netns_alive(req.netns)
+    text = common.perform(
+        req, "bridge/del.sh.j2", best_effort=True, alive=alive, ifname=req.ifname,
+        container_ip=facts.ns_ip(req.netns) if alive else [],
+        masq=common.masq_teardown(req) if cfg.ip_masq else [],
+    )
+    if text is None:
+        ipam.run(req, "DEL")
+    return text
 
 
 def check(req: Request) -> None:

@@ -173,13 +173,14 @@ def masq_teardown(req: Request) -> list[dict[str, Any]]:
 
 
 @contextmanager
-def maybe_lock(req: Request, lock: Callable[[str], AbstractContextManager[None]], name: str) -> Iterator[None]:
-    """Take the plugin's lock, except for --dry-run, which changes nothing."""
+def maybe_lock(req: Request, lock: Callable[[str], AbstractContextManager[Callable[[], None]]],
+               name: str) -> Iterator[Callable[[], None]]:
+    """Take the plugin's lock, except for --dry-run, which changes nothing. Yields the lock's early release."""
     if req.dry_run:
-        yield
+        yield lambda: None
         return
-    with lock(name):
-        yield
+    with lock(name) as release:
+        yield release
 
 
 @contextmanager

@@ -7,6 +7,7 @@ The plugin's host is a private namespace (see tcr_netstate). Names `tcr`, addres
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
 import random
@@ -170,3 +171,45 @@ def test_20_ptp_adds_at_once_then_20_dels(hostns: Callable[[str], str], make_net
     assert not failures(results, dels), failures(results, dels)
     assert not leftovers(host, nss, data, "")
     print(f"\n[concurrency] ptp: {N_PTP} ADDs at once {t_add:.1f}s, {N_PTP} DELs at once {t_del:.1f}s")
+
+
+def test_bridge_lock_is_held_only_while_shared_state_changes(hostns: Callable[[str], str],
+                                                            make_netns: Callable[[str], str], tmp_path: Path) -> None:
+    """The first ADD creates the bridge and its gateway: it keeps the lock while its commands run. An ADD on the
+    ready bridge releases it after its probes, so ADDs on one bridge run in parallel; DEL never takes it.
+
+    Seen from a fake `ip` first in PATH, which tries the lock (flock -n) when the plugin starts its host batch.
+    Names tcrbr12 / tcrnet12, addresses 10.250.139.0/24.
+    """
+    host = hostns("cl")
+    lock = "/run/cniplug/bridge-tcrbr12.lock"
+    log = tmp_path / "lock.log"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "ip").write_text(
+        "#!/bin/bash\n"
+        f'if [ "$1" = -batch ]; then flock -n {lock} true && echo free >> {log} || echo held >> {log}; fi\n'
+        f'exec {IP} "$@"\n')
+    (fake / "ip").chmod(0o755)
+    config = {"cniVersion": "1.0.0", "name": "tcrnet12", "type": "cniplug-bridge", "bridge": "tcrbr12",
+              "isGateway": True, "ipMasq": True,
+              "ipam": {"type": "cniplug-host-local", "dataDir": str(tmp_path / "ipam"), "subnet": "10.250.139.0/24"}}
+    nss = [make_netns(f"r-cl{i}") for i in range(2)]
+    try:
+        seen = []
+        for i, ns in enumerate(nss):
+            add = run_in_host(host, "cniplug-bridge", "ADD", config, ns, f"tcrcl{i}", path_prefix=str(fake))
+            assert add.rc == 0, add.stdout + add.stderr
+            seen.append(set(log.read_text().split()))
+            log.unlink()
+        assert seen == [{"held"}, {"free"}]
+        with open(lock, "a") as held:  # someone holds the bridge lock: DEL must not wait for it
+            fcntl.flock(held, fcntl.LOCK_EX)
+            t0 = time.monotonic()
+            for i, ns in enumerate(nss):
+                dele = run_in_host(host, "cniplug-bridge", "DEL", config, ns, f"tcrcl{i}", timeout=30)
+                assert dele.rc == 0, dele.stdout + dele.stderr
+            assert time.monotonic() - t0 < 30
+        assert not leftovers(host, nss, tmp_path / "ipam", "tcrbr12")
+    finally:
+        remove_lock_files(["tcrbr12"])

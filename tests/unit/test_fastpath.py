@@ -16,9 +16,9 @@ from cniplug import fastpath, runner
 def test_request_round_trip_keeps_bytes_that_are_not_utf8() -> None:
     env = {b"CNI_COMMAND": b"ADD", b"CNI_ARGS": b"K8S_POD_NAME=a=b;X=\xff", b"EMPTY": b""}
     stdin = b'{"cniVersion":"1.0.0"}\x00 trailing bytes \xfe'
-    data = fastpath.encode_request("cniplug-bridge", [b"--dry-run", b"two words"], env, stdin)
+    data = fastpath.encode_request("cniplug-bridge", [b"--dry-run", b"", b"two words"], env, stdin)
     plugin, argv, environ, body = fastpath.decode_request(data)
-    assert (plugin, argv, body) == ("cniplug-bridge", ["--dry-run", "two words"], stdin)
+    assert (plugin, argv, body) == ("cniplug-bridge", ["--dry-run", "", "two words"], stdin)
     assert {os.fsencode(k): os.fsencode(v) for k, v in environ.items()} == env
 
 
