@@ -244,39 +244,67 @@ class DiskStore:
         _unlink(self.ip_path(ip))
 
     def release_by_owner(self, container_id: str, ifname: str) -> list[IPAddress]:
-        ips = release_targets(self.all_reservations(), container_id, ifname)
+        ips = release_targets(self._reservations_of(container_id), container_id, ifname)
         for ip in ips:
             self.release(ip)
         return ips
 
     def owned_by(self, container_id: str, ifname: str) -> list[IPAddress]:
-        return owner_ips(self.all_reservations(), container_id, ifname)
+        return owner_ips(self._reservations_of(container_id), container_id, ifname)
 
     def all_reservations(self) -> dict[IPAddress, Owner]:
         """Every reservation file; a missing directory means no reservations (and is not created)."""
+        out: dict[IPAddress, Owner] = {}
+        for name, owner in sorted(self._scan()):
+            ip = ip_from_name(name)
+            if ip is not None:
+                out[ip] = owner
+        return out
+
+    def _reservations_of(self, container_id: str) -> dict[IPAddress, Owner]:
+        """The reservations whose owner has this id. Every file is read (the reference does so on each ADD
+        too), but only the matches are parsed as addresses: that keeps ADD cheap on a full network."""
+        cid = container_id.strip()
+        out: dict[IPAddress, Owner] = {}
+        for name, owner in self._scan():
+            if owner[0] == cid:
+                ip = ip_from_name(name)
+                if ip is not None:
+                    out[ip] = owner
+        return out
+
+    def _scan(self) -> list[tuple[str, Owner]]:
+        """(entry name, owner) for every entry but the lock and cursor files."""
         try:
             names = os.listdir(self.dir)
         except FileNotFoundError:
-            return {}
+            return []
         except OSError as err:
             raise CNIError(ERR_INTERNAL, f"cannot list host-local store {self.dir}", str(err)) from None
-        out: dict[IPAddress, Owner] = {}
-        for name in sorted(names):
-            ip = ip_from_name(name)
-            if ip is None:
+        out = []
+        for name in names:
+            if name == "lock" or name.startswith("last_reserved_ip"):
                 continue
             content = _read_text(self.path(name))
             if content is not None:
-                out[ip] = parse_owner(content)
+                out.append((name, parse_owner(content)))
         return out
 
 
 def _read_text(path: str) -> str | None:
     try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", errors="replace")
-    except OSError:  # vanished or a directory: not a reservation
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:  # vanished
         return None
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError:  # a directory: not a reservation
+        return None
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8", errors="replace")
 
 
 def _unlink(path: str) -> None:

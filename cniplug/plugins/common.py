@@ -163,11 +163,10 @@ def masq_teardown(req: Request) -> list[dict[str, Any]]:
     chain = chain_name(req.name, req.container_id)
     out = []
     for family, tool in ((4, "iptables"), (6, "ip6tables")):
-        lines = facts.iptables_rules(family, "nat")
-        exists = f"-N {chain}" in lines
-        jumps = [shlex.split(line)[2:] for line in lines
+        jumps = [shlex.split(line)[2:] for line in facts.iptables_rules(family, "nat", "POSTROUTING")
                  if line.startswith("-A POSTROUTING ") and line.endswith(f"-j {chain}")]
-        if exists or jumps:
+        # A jump means the chain exists; only without one is the chain itself looked up.
+        if jumps or f"-N {chain}" in facts.iptables_rules(family, "nat", chain):
             out.append({"tool": tool, "chain": chain, "jumps": jumps})
     return out
 
@@ -230,7 +229,7 @@ def gc_masq(req: Request) -> str | None:
     stale: dict[str, dict[str, Any]] = {}
     if valid is not None:
         for family, tool in ((4, "iptables"), (6, "ip6tables")):
-            lines = facts.iptables_rules(family, "nat")
+            lines = facts.iptables_rules(family, "nat", "POSTROUTING")
             for line in lines:
                 if not line.startswith("-A POSTROUTING "):
                     continue
@@ -305,9 +304,9 @@ def check_masq(req: Request, prev: dict[str, Any]) -> None:
 
     plan = masq_plan(req, prev.get("ips", []))
     for family, pairs in plan["families"].items():
-        lines = facts.iptables_rules(family, "nat")
-        if f"-N {plan['chain']}" not in lines:
+        if f"-N {plan['chain']}" not in facts.iptables_rules(family, "nat", plan["chain"]):
             raise CNIError(ERR_INTERNAL, f"NAT chain {plan['chain']} missing (ipMasq)")
+        lines = facts.iptables_rules(family, "nat", "POSTROUTING")
         for _subnet, source in pairs:
             if not any(line.startswith(f"-A POSTROUTING -s {source} ") and line.endswith(f"-j {plan['chain']}")
                        for line in lines):

@@ -31,13 +31,20 @@ class FakeFacts:
         self.iptables: dict[str, list[str]] = data.get("iptables", {})
         self.netns_alive: bool = data.get("netns_alive", True)
 
+    def iptables_rules(self, family: int, table: str, chain: str) -> list[str]:
+        """`iptables -S CHAIN` of the case's nat table: nothing for a chain that is not there."""
+        lines = self.iptables.get(str(family), [])
+        if chain != "POSTROUTING" and f"-N {chain}" not in lines:
+            return []
+        return [line for line in lines if line.split()[1] == chain]
+
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(facts, "link_exists", lambda name: name in self.links)
         monkeypatch.setattr(facts, "is_bridge", lambda name: self.links.get(name, {}).get("kind") == "bridge")
         monkeypatch.setattr(facts, "link_flags", lambda name: int(self.links.get(name, {}).get("flags", "0"), 16))
         monkeypatch.setattr(facts, "sysctl", lambda key: self.sysctls.get(key))
         monkeypatch.setattr(facts, "addresses", lambda prefix, dev: self.links.get(dev, {}).get("addrs", []))
-        monkeypatch.setattr(facts, "iptables_rules", lambda family, table="nat": self.iptables.get(str(family), []))
+        monkeypatch.setattr(facts, "iptables_rules", self.iptables_rules)
         monkeypatch.setattr(facts, "netns_alive", lambda path: bool(path) and self.netns_alive)
         monkeypatch.setattr(facts, "ip_json", lambda prefix, *args: [])
         monkeypatch.setattr(common, "host_veth_name", lambda: "veth0a1b2c3d")
