@@ -45,6 +45,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Bridge already has gateway address {addr}",
         "zh": "网桥已有网关地址 {addr}",
     },
+    "accept_ra": {
+        "en": "Ignore IPv6 router advertisements on {host}",
+        "zh": "在 {host} 上忽略IPv6路由通告",
+    },
     "forwarding": {
         "en": "Enable IP forwarding (tutorial example 2, step 6)",
         "zh": "启用IP转发（教程示例2，步骤6）",

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cniplug import render, script
 from cniplug.runner import Completed, RecordingRunner
@@ -194,3 +198,14 @@ def test_tolerant_steps_are_not_batched_outside_best_effort() -> None:
     r = BatchRecorder()
     r.run(script.parse(DEL_BODY))
     assert len(r.calls) == 4
+
+
+@given(st.lists(st.text(alphabet="abcAZ019_@%+=:,./-\t ", min_size=1, max_size=12), min_size=1, max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_plain_lines_split_exactly_as_shlex(parts: list[str]) -> None:
+    line = " ".join(parts)
+    if not line.strip():
+        with pytest.raises(CNIError):
+            script.split(line)
+        return
+    assert script.split(line) == shlex.split(line, comments=True)

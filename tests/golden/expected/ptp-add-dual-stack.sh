@@ -5,7 +5,21 @@ set -e
 # Create the veth pair veth0a1b2c3d <--> eth0, peer end directly in the container namespace
 ip link add veth0a1b2c3d mtu 1450 type veth peer name eth0 mtu 1450 address 02:00:00:00:00:aa netns /run/netns/golden
 #undo ip link delete veth0a1b2c3d
-sysctl -w net.ipv6.conf.veth0a1b2c3d.accept_ra=0
+
+# Host side: gateway address on veth0a1b2c3d and a host route to each container address
+ip link set veth0a1b2c3d up
+ip addr add 10.22.0.1/32 dev veth0a1b2c3d
+#undo ip addr del 10.22.0.1/32 dev veth0a1b2c3d
+ip route add 10.22.0.2/32 dev veth0a1b2c3d scope host
+#undo ip route del 10.22.0.2/32 dev veth0a1b2c3d scope host
+ip addr add fd22::1/128 dev veth0a1b2c3d nodad
+#undo ip addr del fd22::1/128 dev veth0a1b2c3d
+ip route add fd22::2/128 dev veth0a1b2c3d scope host
+#undo ip route del fd22::2/128 dev veth0a1b2c3d scope host
+# Ignore IPv6 router advertisements on veth0a1b2c3d
+# Enable IP forwarding (tutorial example 2, step 6)
+sysctl -w net.ipv6.conf.veth0a1b2c3d.accept_ra=0 net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+#undo sysctl -w net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
 
 # Container side: addresses, link up, routes via the gateway on the point-to-point link
 ip -n golden addr add 10.22.0.2/24 dev eth0 broadcast +
@@ -29,21 +43,6 @@ ip -n golden route add fd22::1/128 dev eth0 scope link src fd22::2
 #undo ip -n golden route del fd22::1/128 dev eth0 scope link src fd22::2
 ip -n golden route add fd22::/64 via fd22::1 dev eth0 src fd22::2
 #undo ip -n golden route del fd22::/64 via fd22::1 dev eth0 src fd22::2
-
-# Host side: gateway address on veth0a1b2c3d and a host route to each container address
-ip link set veth0a1b2c3d up
-ip addr add 10.22.0.1/32 dev veth0a1b2c3d
-#undo ip addr del 10.22.0.1/32 dev veth0a1b2c3d
-ip route add 10.22.0.2/32 dev veth0a1b2c3d scope host
-#undo ip route del 10.22.0.2/32 dev veth0a1b2c3d scope host
-ip addr add fd22::1/128 dev veth0a1b2c3d nodad
-#undo ip addr del fd22::1/128 dev veth0a1b2c3d
-ip route add fd22::2/128 dev veth0a1b2c3d scope host
-#undo ip route del fd22::2/128 dev veth0a1b2c3d scope host
-
-# Enable IP forwarding (tutorial example 2, step 6)
-sysctl -w net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
-#undo sysctl -w net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
 
 # NAT to the outside: per-container chain CNI-f63ad7b5dfde29d33643b6a0 masquerades traffic leaving the subnet
 iptables -w -t nat -N CNI-f63ad7b5dfde29d33643b6a0
