@@ -12,8 +12,16 @@ if ((${#need[@]})); then
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
+# The distribution's python3 when it is recent enough: Debian builds it with PGO/LTO and links it
+# statically, so every plugin call starts ~3 ms sooner and runs our code faster than on a
+# --enable-shared build such as pyenv's (measured: issue #7 in README "Design decisions").
+PY=python3
+if /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  PY=/usr/bin/python3
+fi
 if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv 2>/dev/null || { apt-get install -y -q python3-venv && python3 -m venv .venv; }
+  "$PY" -m venv .venv 2>/dev/null || {
+    rm -rf .venv; apt-get update -q; apt-get install -y -q python3-venv; "$PY" -m venv .venv; }
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 echo "cniplug set up: .venv/bin/cniplug"
