@@ -13,7 +13,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from cniplug import __version__
+from cniplug import __version__, fastpath
 
 # Plugin type (the `type` in a network config) -> its module: HANDLERS (verb -> function), ABOUT, main().
 PLUGINS = {
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--subnet", default="10.244.250.0/24")
     p.add_argument("--keep", action="store_true", help="leave the namespace and network in place")
     p = sub.add_parser("helper", help="run the warm helper the installed plugins hand their calls to")
-    p.add_argument("--socket", default="/run/cniplug/helper.sock")
+    p.add_argument("--socket", default=fastpath.SOCKET)
     p = sub.add_parser("bench", help="benchmark against the reference plugins (see cniplug bench --help)",
                        add_help=False)
     p = sub.add_parser("tutorial", help="print (or --run) the tutorial's scripts, rendered from the plugin macros")

@@ -15,7 +15,9 @@ import posix
 import sys
 from _socket import AF_UNIX, SHUT_WR, SOCK_CLOEXEC, SOCK_STREAM, socket
 
-SOCKET = "/run/cniplug/helper.sock"
+# The protocol version is in the path: after an upgrade, a helper still running the old code is not
+# found (the plugins run standalone until it is restarted) rather than asked in a language it misreads.
+SOCKET = "/run/cniplug/helper-2.sock"
 MAGIC = b"cniplug-helper/2\n"
 STATS_ENV = "CNIPLUG_HELPER_STATS"  # set (by `cniplug bench`): the client prints the helper's CPU/RSS on stderr
 

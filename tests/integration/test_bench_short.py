@@ -33,9 +33,11 @@ def out(*argv: str) -> str:
     return subprocess.run(list(argv), capture_output=True, text=True, check=True).stdout
 
 
-def test_bench_short_runs_prints_every_row_and_cleans_up(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("mode", [[], ["--helper"]], ids=["standalone", "helper"])
+def test_bench_short_runs_prints_every_row_and_cleans_up(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        mode: list[str]) -> None:
     report = tmp_path / "bench.json"
-    rc = bench.main(["--short", "--json", str(report)])
+    rc = bench.main(["--short", "--json", str(report), *mode])
     stdout, stderr = capsys.readouterr()
     assert rc == 0, f"bench --short exited {rc}\n{stdout}\n{stderr[-3000:]}"
 
