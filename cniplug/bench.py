@@ -559,6 +559,7 @@ class Bench:
         for link in sorted({f"cnbbr-{side}" for side in SIDES} | set(our_links())):
             if Path(f"/sys/class/net/{link}").exists():
                 run_quiet("ip", "link", "delete", link)
+        Path("/run/cniplug/bridge-cnbbr-o.lock").unlink(missing_ok=True)  # our plugin's lock for our bridge
         remove_chains(self.chains())
         shutil.rmtree(self.tmp, ignore_errors=True)
         return leftovers(self.chains())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import io
+import json
 import logging
 import os
 import resource
@@ -17,6 +18,7 @@ import signal
 import socket
 import struct
 import sys
+import tempfile
 import time
 from importlib import import_module
 
@@ -36,6 +38,26 @@ def preload() -> None:
         import_module(name)
     for template in TEMPLATES:
         render.environment().get_template(template)
+    warm_up()
+
+
+def warm_up() -> None:
+    """Run a --dry-run ADD and DEL of bridge and ptp once, so that what the first call of any process
+    fills lazily (regex and Jinja caches, ...) is already filled in the helper and shared with every
+    child. Dry runs change nothing: probes only read, and IPAM plans without reserving."""
+    from cniplug import cli, skel
+
+    with tempfile.TemporaryDirectory(prefix="cniplug-warm-up-") as tmp:
+        for plugin in ("cniplug-bridge", "cniplug-ptp"):
+            config = {"cniVersion": "1.0.0", "name": "cniplug-warm-up", "type": plugin, "bridge": "cniplugwarm0",
+                      "isGateway": True, "ipMasq": True,
+                      "ipam": {"type": "cniplug-host-local", "subnet": "192.0.2.0/24", "dataDir": tmp}}
+            for verb in ("ADD", "DEL"):
+                env = {"CNI_COMMAND": verb, "CNI_CONTAINERID": "warm-up", "CNI_NETNS": "/proc/self/ns/net",
+                       "CNI_IFNAME": "eth0", "CNI_PATH": "/nonexistent"}
+                handlers, about = cli.plugin_handlers(plugin)
+                skel.run(handlers, about, argv=["--dry-run"], environ=env,
+                         stdin=io.BytesIO(json.dumps(config).encode()), stdout=io.StringIO())
 
 
 def serve_one(conn: socket.socket) -> None:

@@ -92,11 +92,13 @@ def make_netns(request: pytest.FixtureRequest) -> Iterator[Callable[[str], str]]
 
 @pytest.fixture
 def cleanup_links() -> Iterator[list[str]]:
-    """Host links a test names here are deleted afterwards (bridges the plugin created)."""
+    """Host links a test names here are deleted afterwards (bridges the plugin created), with the lock file
+    cniplug-bridge keeps for each bridge name in /run/cniplug."""
     links: list[str] = []
     yield links
     for link in links:
         subprocess.run(["ip", "link", "delete", link], capture_output=True)
+        Path(f"/run/cniplug/bridge-{link}.lock").unlink(missing_ok=True)
 
 
 @pytest.fixture

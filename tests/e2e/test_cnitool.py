@@ -294,6 +294,7 @@ class E2E:
                 run(["ip", "link", "delete", link])
         for bridge in self.bridges:
             run(["ip", "link", "delete", bridge])
+            Path(f"/run/cniplug/bridge-{bridge}.lock").unlink(missing_ok=True)
 
 
 @pytest.fixture

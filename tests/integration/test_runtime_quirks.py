@@ -33,6 +33,7 @@ def teardown(tmp_path: Path) -> Any:
     for cid in ("tcq1", "tcq2", "tcq3"):
         run_plugin("cniplug-bridge", "DEL", conf(tmp_path), container_id=cid)
     subprocess.run(["ip", "link", "delete", "tcqbr0"], capture_output=True)
+    Path("/run/cniplug/bridge-tcqbr0.lock").unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize("plugin", sorted(PLUGINS))
