@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import json
 import os
 import re
+import socket
+import struct
+from collections.abc import Iterator
 from typing import Any
 
 from cniplug import runner
@@ -132,7 +136,12 @@ def ip_json(prefix: list[str], *args: str) -> list[dict[str, Any]]:
 
 
 def addresses(prefix: list[str], dev: str) -> list[str]:
-    """Global addresses on dev as CIDRs."""
+    """Global addresses on dev as CIDRs: `ip -j addr show dev DEV`, or for a host link the same list
+    read over rtnetlink without starting a process (every ADD on an existing bridge asks)."""
+    if prefix == ["ip"]:
+        found = host_addresses(dev)
+        if found is not None:
+            return found
     out = []
     for link in ip_json(prefix, "addr", "show", "dev", dev):
         for a in link.get("addr_info", []):
@@ -152,3 +161,62 @@ def iptables_rules(family: int, table: str, chain: str) -> list[str]:
     except CNIError:
         return []
     return result.stdout.splitlines() if result.rc == 0 else []
+
+
+# rtnetlink, just enough to list addresses (linux/netlink.h, linux/rtnetlink.h, linux/if_addr.h).
+_NLMSG = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, seq, pid
+_IFADDRMSG = struct.Struct("=BBBBI")  # ifaddrmsg: family, prefixlen, flags, scope, ifindex
+_RTA = struct.Struct("=HH")  # rtattr: length, type
+NLMSG_ERROR, NLMSG_DONE, RTM_NEWADDR, RTM_GETADDR = 2, 3, 20, 22
+NLM_F_REQUEST_DUMP = 0x301
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+
+
+def host_addresses(dev: str) -> list[str] | None:
+    """Global (scope universe) addresses of a host link, in the kernel's order as `ip` shows them; [] if the
+    link is not there, None if netlink cannot be used (the caller then runs `ip`)."""
+    index = _link_attr(dev, "ifindex")
+    if not index.isdigit():
+        return []
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE) as sock:
+            sock.send(_NLMSG.pack(_NLMSG.size + _IFADDRMSG.size, RTM_GETADDR, NLM_F_REQUEST_DUMP, 1, 0)
+                      + _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
+            out: list[str] = []
+            while True:
+                data = sock.recv(1 << 16)
+                if not data:
+                    return None
+                for kind, body in _messages(data):
+                    if kind == NLMSG_DONE:
+                        return out
+                    if kind == NLMSG_ERROR:
+                        return None
+                    if kind == RTM_NEWADDR and len(body) >= _IFADDRMSG.size:
+                        _family, prefixlen, _flags, scope, ifindex = _IFADDRMSG.unpack_from(body)
+                        attrs = dict(_attributes(body[_IFADDRMSG.size:]))
+                        raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)  # the peer's for point-to-point
+                        if ifindex == int(index) and scope == 0 and raw is not None and len(raw) in (4, 16):
+                            out.append(f"{ipaddress.ip_address(raw)}/{prefixlen}")
+    except OSError:
+        return None
+
+
+def _messages(data: bytes) -> Iterator[tuple[int, bytes]]:
+    offset = 0
+    while offset + _NLMSG.size <= len(data):
+        length, kind, _flags, _seq, _pid = _NLMSG.unpack_from(data, offset)
+        if length < _NLMSG.size:
+            return
+        yield kind, data[offset + _NLMSG.size:offset + length]
+        offset += (length + 3) & ~3
+
+
+def _attributes(data: bytes) -> Iterator[tuple[int, bytes]]:
+    offset = 0
+    while offset + _RTA.size <= len(data):
+        length, kind = _RTA.unpack_from(data, offset)
+        if length < _RTA.size:
+            return
+        yield kind, data[offset + _RTA.size:offset + length]
+        offset += (length + 3) & ~3

@@ -38,7 +38,10 @@ def preload() -> None:
         import_module(name)
     for template in TEMPLATES:
         render.environment().get_template(template)
-    warm_up()
+    try:
+        warm_up()
+    except Exception as exc:  # only an optimisation: serve anyway
+        print(f"cniplug helper: warm-up skipped: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 def warm_up() -> None:
