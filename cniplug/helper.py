@@ -1,19 +1,22 @@
 """`cniplug helper`: a warm process that runs plugin calls for the installed executables.
 
 Starting a plugin costs an interpreter plus the import of jinja2 and our modules (~100 ms); the helper pays that
-once. Each call arrives on a root-only unix socket (peer must be uid 0), is run in a forked child with
-the caller's environment and stdin, exactly as the standalone process would run it, and the child's
-exit code, stdout and stderr go back. The plugins never depend on it (fastpath.py falls back).
+once. Each call arrives on a root-only unix socket (peer must be uid 0) and is taken by one of POOL
+children forked in advance, which runs it with the caller's environment and stdin, exactly as the
+standalone process would, sends back exit code, stdout and stderr, and exits; the helper forks the
+next one. The plugins never depend on it (fastpath.py falls back).
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import io
 import json
 import logging
 import os
 import resource
+import select
 import signal
 import socket
 import struct
@@ -27,6 +30,8 @@ from cniplug import fastpath
 # Everything a call imports, so that no child pays for an import (cli pulls in argparse: ~4 ms).
 PRELOAD = ("cniplug.cli", "cniplug.plugins.bridge", "cniplug.plugins.ptp", "cniplug.plugins.loopback",
            "cniplug.plugins.host_local", "cniplug.plugins.static", "cniplug.ipam.delegate")
+POOL = 4  # children waiting in accept() at any time
+LIBC = ctypes.CDLL(None, use_errno=True)
 TEMPLATES = ("bridge/add.sh.j2", "bridge/del.sh.j2", "ptp/add.sh.j2", "ptp/del.sh.j2", "loopback/add.sh.j2",
              "loopback/del.sh.j2", "masq_gc.sh.j2")
 
@@ -123,21 +128,66 @@ def main(path: str = fastpath.SOCKET) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     gc.freeze()  # everything loaded so far stays out of collections, so children share those pages untouched
     print(f"cniplug helper listening on {path} (pid {os.getpid()})", file=sys.stderr, flush=True)
+    taken_r, taken_w = os.pipe2(os.O_CLOEXEC)
+    idle: set[int] = set()
     try:
         while True:
-            conn, _ = server.accept()
-            if peer_uid(conn) != 0:
-                conn.close()
-                continue
-            pid = os.fork()
-            if pid == 0:
-                gc.disable()  # a child lives for one call: collecting would only copy the helper's pages
-                server.close()
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the child waits for its own commands
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                serve_one(conn)
-            conn.close()
+            while len(idle) < POOL:
+                idle.add(spawn(server, taken_r, taken_w))
+            if select.select([taken_r], [], [], 1.0)[0]:
+                data = os.read(taken_r, 4096)  # 4-byte pids, each written atomically
+                idle -= {int.from_bytes(data[i:i + 4], "big") for i in range(0, len(data) - 3, 4)}
+            idle = {pid for pid in idle if alive(pid)}  # one killed while waiting is replaced
     finally:
+        for pid in idle:  # children this helper started, still waiting for a call
+            os.kill(pid, signal.SIGTERM)
         server.close()
         if os.path.exists(path):
             os.unlink(path)
+
+
+def spawn(server: socket.socket, taken_r: int, taken_w: int) -> int:
+    """Fork a child that waits in accept() for one call, so that a call does not wait for a fork (~2 ms).
+
+    It tells the helper it was taken (its pid on `taken_w`), and the helper forks the next one.
+    """
+    parent = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        # While waiting, die with the helper: a socket whose only listeners are orphans would take
+        # connections nobody serves, where a closed one makes the plugins run standalone.
+        set_parent_death_signal(signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
+        gc.disable()  # a child lives for one call: collecting would only copy the helper's pages
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the child waits for its own commands
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.close(taken_r)
+        while True:
+            conn, _ = server.accept()
+            if peer_uid(conn) == 0:
+                break
+            conn.close()
+        set_parent_death_signal(0)  # a call that has started finishes, even if the helper goes away
+        server.close()
+        os.write(taken_w, os.getpid().to_bytes(4, "big"))
+        os.close(taken_w)
+        serve_one(conn)
+    finally:
+        os._exit(1)
+
+
+def set_parent_death_signal(sig: int) -> None:
+    """prctl(PR_SET_PDEATHSIG, sig): the kernel sends sig to this process when its parent exits."""
+    if LIBC.prctl(1, sig, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

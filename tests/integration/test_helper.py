@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -92,3 +93,42 @@ def test_without_helper_the_plugin_runs_standalone(installed: Path) -> None:
                          capture_output=True,
                          env={"CNI_COMMAND": "VERSION", "CNIPLUG_HELPER_SOCKET": "/run/cniplug/none.sock"})
     assert out.returncode == 0 and json.loads(out.stdout)["supportedVersions"][-1] == "1.1.0"
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def test_a_killed_helper_takes_its_waiting_children_along(installed: Path, helper: tuple[str, Any]) -> None:
+    """The children waiting for calls die with the helper, so its socket refuses connections and the plugins
+    run standalone, instead of connecting to orphans that serve a few calls and then none."""
+    from cniplug.helper import POOL
+
+    path, proc = helper
+    deadline = time.monotonic() + 10
+    while len(children_of(proc.pid)) < POOL and time.monotonic() < deadline:
+        time.sleep(0.05)
+    waiting = children_of(proc.pid)
+    assert len(waiting) == POOL
+    proc.kill()
+    proc.wait(timeout=10)
+    while any(Path(f"/proc/{pid}").exists() for pid in waiting) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survivors = [pid for pid in waiting if Path(f"/proc/{pid}").exists()]
+    for pid in survivors:  # the helper's children, started by this test: end them before failing
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors
+    for _ in range(POOL + 1):  # more calls than there were children: every one is answered
+        out = subprocess.run([str(installed / "cniplug-bridge")], input='{"cniVersion":"1.0.0"}', text=True,
+                             capture_output=True, timeout=60,
+                             env={"CNI_COMMAND": "VERSION", "CNIPLUG_HELPER_SOCKET": path})
+        assert out.returncode == 0 and "supportedVersions" in out.stdout
