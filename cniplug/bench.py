@@ -38,6 +38,7 @@ from typing import IO, Any
 
 from cniplug import __version__
 from cniplug.fastpath import STATS_ENV
+from cniplug.plugins.bridge import lock_path
 from cniplug.plugins.common import chain_name
 
 REFERENCE_DIR = "/usr/lib/cni"
@@ -110,7 +111,7 @@ class Pending:
         cpu, helper_rss = usage.ru_utime + usage.ru_stime, 0
         # Through the helper the call runs in the helper's child, which reports its CPU (its own and its
         # commands') and peak RSS in one stderr line (helper.stats).
-        m = re.search(rb"^cniplug-helper-stats cpu_ms=([0-9.]+) maxrss_kb=([0-9]+).*\n", err, re.M)
+        m = re.search(rb"^cniplug-helper-stats cpu_ms=([0-9.]+) maxrss_kb=([0-9]+)\n", err, re.M)
         if m:
             cpu += float(m.group(1)) / 1000
             helper_rss = int(m.group(2))
@@ -559,7 +560,7 @@ class Bench:
         for link in sorted({f"cnbbr-{side}" for side in SIDES} | set(our_links())):
             if Path(f"/sys/class/net/{link}").exists():
                 run_quiet("ip", "link", "delete", link)
-        Path("/run/cniplug/bridge-cnbbr-o.lock").unlink(missing_ok=True)  # our plugin's lock for our bridge
+        Path(lock_path("cnbbr-o")).unlink(missing_ok=True)  # our plugin's lock for our bridge
         remove_chains(self.chains())
         shutil.rmtree(self.tmp, ignore_errors=True)
         return leftovers(self.chains())

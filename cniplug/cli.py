@@ -133,7 +133,9 @@ def demo(subnet: str, keep: bool) -> int:
             subprocess.run(["ip", "netns", "delete", netns], check=False)
             if not bridge_existed:
                 subprocess.run(["ip", "link", "delete", bridge], check=False, capture_output=True)
-                Path(f"/run/cniplug/bridge-{bridge}.lock").unlink(missing_ok=True)  # the plugin's lock file
+                from cniplug.plugins.bridge import lock_path
+
+                Path(lock_path(bridge)).unlink(missing_ok=True)
             shutil.rmtree(data_dir, ignore_errors=True)
             print("cleaned up: namespace, bridge, NAT chain and IPAM reservations removed")
     print("\ndemo " + ("passed" if ok else "FAILED"))

@@ -175,8 +175,8 @@ IFA_ADDRESS, IFA_LOCAL = 1, 2
 def host_addresses(dev: str) -> list[str] | None:
     """Global (scope universe) addresses of a host link, in the kernel's order as `ip` shows them; [] if the
     link is not there, None if netlink cannot be used (the caller then runs `ip`)."""
-    index = _link_attr(dev, "ifindex")
-    if not index.isdigit():
+    index = ifindex_of(dev)
+    if index < 0:
         return []
     try:
         with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE) as sock:
@@ -196,7 +196,7 @@ def host_addresses(dev: str) -> list[str] | None:
                         _family, prefixlen, _flags, scope, ifindex = _IFADDRMSG.unpack_from(body)
                         attrs = dict(_attributes(body[_IFADDRMSG.size:]))
                         raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)  # the peer's for point-to-point
-                        if ifindex == int(index) and scope == 0 and raw is not None and len(raw) in (4, 16):
+                        if ifindex == index and scope == 0 and raw is not None and len(raw) in (4, 16):
                             out.append(f"{ipaddress.ip_address(raw)}/{prefixlen}")
     except OSError:
         return None

@@ -22,7 +22,6 @@ import socket
 import struct
 import sys
 import tempfile
-import time
 from importlib import import_module
 
 from cniplug import fastpath
@@ -72,12 +71,13 @@ def serve_one(conn: socket.socket) -> None:
     """In the forked child: run one plugin call and answer. Never returns."""
     from cniplug import cli, skel
 
-    started = time.perf_counter()
     code = 1
+    want_stats = False
     out = io.StringIO()
     err = io.StringIO()
     try:
         plugin, argv, env, stdin = fastpath.decode_request(fastpath.read_all(conn))
+        want_stats = bool(env.get(fastpath.STATS_ENV))
         os.environ.clear()
         os.environ.update(env)
         sys.stderr = err
@@ -90,17 +90,17 @@ def serve_one(conn: socket.socket) -> None:
         err.write(f"cniplug helper: {type(exc).__name__}: {exc}\n")
         code = 1
     try:
-        conn.sendall(fastpath.encode_answer(code, out.getvalue().encode(), err.getvalue().encode(), stats(started)))
+        conn.sendall(fastpath.encode_answer(code, out.getvalue().encode(), err.getvalue().encode(),
+                                               stats() if want_stats else b""))
     finally:
         os._exit(0)
 
 
-def stats(started: float) -> bytes:
+def stats() -> bytes:
     """This call's CPU (this child and the commands it waited for) and peak RSS, for `cniplug bench`."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-    wall = time.perf_counter() - started
-    return f"cpu_ms={cpu * 1000:.2f} maxrss_kb={max(me.ru_maxrss, kids.ru_maxrss)} wall_ms={wall * 1000:.2f}".encode()
+    return f"cpu_ms={cpu * 1000:.2f} maxrss_kb={max(me.ru_maxrss, kids.ru_maxrss)}".encode()
 
 
 def peer_uid(conn: socket.socket) -> int:

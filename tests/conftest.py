@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from cniplug.cli import plugin_argv
+from cniplug.plugins.bridge import lock_path
 
 IS_ROOT = os.geteuid() == 0
 
@@ -98,7 +99,7 @@ def cleanup_links() -> Iterator[list[str]]:
     yield links
     for link in links:
         subprocess.run(["ip", "link", "delete", link], capture_output=True)
-        Path(f"/run/cniplug/bridge-{link}.lock").unlink(missing_ok=True)
+        Path(lock_path(link)).unlink(missing_ok=True)
 
 
 @pytest.fixture

@@ -26,6 +26,11 @@ from cniplug.spec import (
 LOCK_DIR = "/run/cniplug"
 
 
+def lock_path(bridge: str) -> str:
+    """The lock file of one bridge (kept once created; whoever deletes a bridge of its own removes it)."""
+    return f"{LOCK_DIR}/bridge-{bridge}.lock"
+
+
 @dataclass
 class BridgeConfig:
     bridge: str
@@ -87,7 +92,7 @@ def bridge_lock(name: str) -> Iterator[Callable[[], None]]:
     ADDs on a ready bridge run in parallel. Waiting longer than LOCK_TIMEOUT is "try again later" (11).
     """
     os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
-    fd = os.open(f"{LOCK_DIR}/bridge-{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(lock_path(name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     held = [fd]
 
     def release() -> None:

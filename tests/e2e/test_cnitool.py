@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from cniplug.plugins.bridge import lock_path
+
 pytestmark = pytest.mark.root
 
 REPO = Path(__file__).resolve().parents[2]
@@ -294,7 +296,7 @@ class E2E:
                 run(["ip", "link", "delete", link])
         for bridge in self.bridges:
             run(["ip", "link", "delete", bridge])
-            Path(f"/run/cniplug/bridge-{bridge}.lock").unlink(missing_ok=True)
+            Path(lock_path(bridge)).unlink(missing_ok=True)
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from typing import Any
 from conftest import PluginRun
 
 from cniplug.cli import plugin_argv
+from cniplug.plugins.bridge import lock_path
 from cniplug.runner import SYSTEM_PATH
 
 REPO = Path(__file__).resolve().parents[2]
@@ -309,4 +310,4 @@ def _q(text: str) -> str:
 
 def remove_lock_files(bridges: list[str]) -> None:
     for b in bridges:
-        (LOCK_DIR / f"bridge-{b}.lock").unlink(missing_ok=True)
+        Path(lock_path(b)).unlink(missing_ok=True)

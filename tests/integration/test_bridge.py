@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from conftest import PluginRun, run_plugin, sh
 
-from cniplug.plugins.bridge import LOCK_DIR
+from cniplug.plugins.bridge import lock_path
 from cniplug.plugins.common import chain_name
 
 pytestmark = pytest.mark.root
@@ -182,7 +182,7 @@ def make_net(tmp_path: Path, cleanup_links: list[str], cleanup_chains: list[str]
         for cid, netns in reversed(net.attached):
             net.delete(cid, netns)
         if isinstance(net.config.get("bridge"), str):  # the plugin's per-bridge lock file stays by design
-            Path(LOCK_DIR, f"bridge-{net.config['bridge']}.lock").unlink(missing_ok=True)
+            Path(lock_path(net.config["bridge"])).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------- tests

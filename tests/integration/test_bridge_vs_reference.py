@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from conftest import PluginRun, run_plugin, sh
 
-from cniplug.plugins.bridge import LOCK_DIR
+from cniplug.plugins.bridge import lock_path
 from cniplug.plugins.common import chain_name
 
 pytestmark = pytest.mark.root
@@ -248,7 +248,7 @@ def pair(make_netns: Callable[[str], str], cleanup_links: list[str],
     yield make
     for side, config in sides:
         side.run("DEL", config)
-        Path(LOCK_DIR, f"bridge-{side.bridge}.lock").unlink(missing_ok=True)  # ours keeps one per bridge
+        Path(lock_path(side.bridge)).unlink(missing_ok=True)  # ours keeps one per bridge
 
 
 # ---------------------------------------------------------------------------------------------- cases

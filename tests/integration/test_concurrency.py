@@ -22,6 +22,7 @@ import pytest
 from conftest import PluginRun
 from tcr_netstate import IP, in_host, leftovers, remove_lock_files, reservations, run_in_host, setup_host
 
+from cniplug.plugins.bridge import lock_path
 from cniplug.plugins.common import chain_name
 
 pytestmark = pytest.mark.root
@@ -182,7 +183,7 @@ def test_bridge_lock_is_held_only_while_shared_state_changes(hostns: Callable[[s
     Names tcrbr12 / tcrnet12, addresses 10.250.139.0/24.
     """
     host = hostns("cl")
-    lock = "/run/cniplug/bridge-tcrbr12.lock"
+    lock = lock_path("tcrbr12")
     log = tmp_path / "lock.log"
     fake = tmp_path / "bin"
     fake.mkdir()

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from cniplug.plugins.bridge import lock_path
 from cniplug.plugins.common import chain_name
 from tests.conftest import run_plugin, sh
 
@@ -43,7 +44,7 @@ def bridge_cleanup(tmp_path: Path) -> Iterator[None]:
             run_plugin("cniplug-bridge", "DEL", conf(tmp_path, name), container_id=cid)
     for bridge in (BRIDGE, BRIDGE + "x"):
         subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
-        Path(f"/run/cniplug/bridge-{bridge}.lock").unlink(missing_ok=True)
+        Path(lock_path(bridge)).unlink(missing_ok=True)
 
 
 def test_gc_after_crash_frees_vanished_and_keeps_live(make_netns: Callable[[str], str], tmp_path: Path,

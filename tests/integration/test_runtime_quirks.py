@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from cniplug.cli import PLUGINS
+from cniplug.plugins.bridge import lock_path
 from cniplug.spec import SUPPORTED_VERSIONS
 from tests.conftest import run_plugin, sh
 
@@ -33,7 +34,7 @@ def teardown(tmp_path: Path) -> Any:
     for cid in ("tcq1", "tcq2", "tcq3"):
         run_plugin("cniplug-bridge", "DEL", conf(tmp_path), container_id=cid)
     subprocess.run(["ip", "link", "delete", "tcqbr0"], capture_output=True)
-    Path("/run/cniplug/bridge-tcqbr0.lock").unlink(missing_ok=True)
+    Path(lock_path("tcqbr0")).unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize("plugin", sorted(PLUGINS))

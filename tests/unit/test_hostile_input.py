@@ -24,6 +24,8 @@ import pytest
 from conftest import IS_ROOT, PluginRun, run_plugin
 from integration.tcr_netstate import FakePath
 
+from cniplug.plugins.bridge import lock_path
+
 CASES_FILE = Path(__file__).resolve().parents[1] / "hostile" / "cases.json"
 CASES: list[dict[str, Any]] = json.loads(CASES_FILE.read_text())["cases"]
 NETNS_NAME = "tcp-r-hostile"
@@ -39,7 +41,7 @@ def netns() -> Iterator[str]:
     subprocess.run(["ip", "netns", "add", NETNS_NAME], check=True)
     yield f"/run/netns/{NETNS_NAME}"
     subprocess.run(["ip", "netns", "delete", NETNS_NAME], capture_output=True)
-    Path("/run/cniplug/bridge-tcrbr30.lock").unlink(missing_ok=True)  # cases that got as far as the bridge lock
+    Path(lock_path("tcrbr30")).unlink(missing_ok=True)  # cases that got as far as the bridge lock
 
 
 def run_case(case: dict[str, Any], tmp: Path, netns: str) -> tuple[PluginRun, FakePath]:
