@@ -23,6 +23,7 @@ from cniplug.spec import (
     ERR_INVALID_ENV,
     ERR_IO,
     ERR_UNKNOWN_CONTAINER,
+    ERR_UNSUPPORTED_FIELD,
     SUPPORTED_VERSIONS,
     CNIError,
     check_version,
@@ -63,13 +64,17 @@ def check_ifname(name: str, what: str = "CNI_IFNAME") -> str:
 
 
 def parse_cni_args(text: str) -> dict[str, str]:
-    """'K1=V1;K2=V2' -> dict. Empty pairs are skipped; a pair without exactly one '=' is an error."""
+    """'K1=V1;K2=V2' -> dict; "" -> {}.
+
+    As the reference's types.LoadArgs: the text is split on ';' and every pair, an empty one too
+    ('IgnoreUnknown=1;;'), must hold exactly one '='. Raises CNIError 4 (invalid environment) naming the pair.
+    """
     args: dict[str, str] = {}
+    if not text:
+        return args
     for pair in text.split(";"):
-        if not pair:
-            continue
         if pair.count("=") != 1:
-            raise CNIError(ERR_INVALID_ENV, f"invalid CNI_ARGS pair {pair!r}", "expected KEY=VALUE")
+            raise CNIError(ERR_INVALID_ENV, f"invalid CNI_ARGS pair {pair!r} in {text!r}", "expected KEY=VALUE")
         key, value = pair.split("=")
         args[key] = value
     return args
@@ -116,13 +121,19 @@ class Request:
         return {k: v for k, v in self.cni_args.items() if k in known}
 
     def prev_result(self) -> dict[str, Any] | None:
+        """`prevResult` in the 1.1.0 shape, None when absent or {}.
+
+        Raises CNIError naming the field when it is not a result (spec: "Chained plugins"): 1 for a
+        result shape of a version we do not speak (0.1/0.2), else 7 (invalid config).
+        """
         prev = self.config.get("prevResult")
         if prev is None or prev == {}:
             return None
         try:
             return to_current(prev)
         except CNIError as err:
-            raise CNIError(err.code, f"invalid prevResult: {err.msg}", err.details) from None
+            code = err.code if err.code == ERR_INCOMPATIBLE_VERSION else ERR_INVALID_CONFIG
+            raise CNIError(code, f"invalid field 'prevResult': {err.msg}", err.details) from None
 
     def result_json(self, result: dict[str, Any]) -> str:
         return json.dumps(from_current(result, self.version or CURRENT_VERSION))
@@ -172,8 +183,10 @@ def parse_request(environ: Mapping[str, str], raw: bytes, dry_run: bool = False)
     if req.netns and ("\0" in req.netns or "\n" in req.netns or not req.netns.startswith("/")):
         raise CNIError(ERR_INVALID_ENV, f"invalid CNI_NETNS {req.netns!r}", "must be an absolute path")
     name = config.get("name")
-    if not isinstance(name, str) or not name:
+    if name is None or name == "":
         raise CNIError(ERR_INVALID_CONFIG, "missing network name", "field 'name' is required")
+    if not isinstance(name, str):
+        raise CNIError(ERR_INVALID_CONFIG, f"field 'name' must be a string, got {name!r}")
     if not NAME_RE.match(name):
         raise CNIError(ERR_INVALID_CONFIG, f"invalid network name {name!r}", "must match " + NAME_RE.pattern)
     version = config.get("cniVersion", "0.1.0")
@@ -186,28 +199,99 @@ def parse_request(environ: Mapping[str, str], raw: bytes, dry_run: bool = False)
     if command in ("GC", "STATUS") and version_tuple(version) < (1, 1, 0):
         raise CNIError(ERR_INCOMPATIBLE_VERSION, f"config version does not allow {command}",
                        f"cniVersion {version} < 1.1.0")
+    args = config.get("args")
+    if args is not None and not isinstance(args, dict):
+        raise CNIError(ERR_INVALID_CONFIG, f"field 'args' must be an object, got {args!r}",
+                       "conventions: args holds namespaced keys such as args.cni")
+    if command in ("ADD", "CHECK"):
+        req.prev_result()  # a malformed prevResult is refused before anything runs, even where unused
     return req
+
+
+def request_version(raw: bytes) -> str:
+    """The cniVersion the caller asked for, when stdin parses and names a supported one, else CURRENT_VERSION.
+
+    Errors carry it (spec: "Error" results use the request's cniVersion), also those raised before the
+    config is accepted (a bad CNI_IFNAME, CNI_ARGS pair, network name; CHECK on a 0.3.x config).
+    """
+    try:
+        asked = json.loads(raw).get("cniVersion") if raw.strip() else None
+    except (ValueError, AttributeError, UnicodeDecodeError, RecursionError):
+        return CURRENT_VERSION
+    return asked if asked in SUPPORTED_VERSIONS else CURRENT_VERSION
 
 
 Handler = Callable[[Request], Any]
 
 
-def setup_logging(config: dict[str, Any]) -> None:
-    """Logs go to stderr; a config key 'logFile' (absolute path) adds a file, created 0600."""
-    level = str(config.get("logLevel", "warning")).upper()
-    root = logging.getLogger("cniplug")
-    root.setLevel(getattr(logging, level, logging.WARNING))
-    if not root.handlers:
-        root.addHandler(logging.StreamHandler(sys.stderr))
-    path = config.get("logFile")
-    if isinstance(path, str) and path.startswith("/") and "\0" not in path:
+class DeferredLog(logging.Handler):
+    """Keeps a call's log records in memory; `flush_to_file` writes them to `logFile` at the end.
+
+    Bad input must change nothing on the host, the log file included, and some input is only found bad
+    deep inside a plugin (an mtu out of range): so the file is opened only once the call is over and was
+    not refused. Records still go to stderr as they happen.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record) + "\n")
+
+    def flush_to_file(self) -> None:
+        """Append the records to the file (created 0600; a symlink is not followed). Never raises."""
+        if not self.lines:
+            return
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            handler = logging.StreamHandler(os.fdopen(fd, "a"))
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-            root.addHandler(handler)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, "".join(self.lines).encode(errors="replace"))
+            finally:
+                os.close(fd)
         except OSError as err:
-            log.warning("cannot open logFile %s: %s", path, err)
+            print(f"cniplug: cannot write logFile {self.path}: {err.strerror or err}", file=sys.stderr)
+        self.lines.clear()
+
+
+def log_file(config: dict[str, Any]) -> str:
+    """config['logFile'] -> an absolute path, "" when absent. Raises CNIError 7 naming the field otherwise."""
+    path = config.get("logFile")
+    if path is None or path == "":
+        return ""
+    if not isinstance(path, str) or not path.startswith("/") or any(c in path for c in "\0\n"):
+        raise CNIError(ERR_INVALID_CONFIG, f"field 'logFile' must be an absolute path, got {path!r}")
+    return path
+
+
+def setup_logging(config: dict[str, Any]) -> DeferredLog | None:
+    """Logs go to stderr at `logLevel` (default warning); with `logFile` also to that file, written only
+    when the call was not refused (DeferredLog). Returns that handler, None without a logFile.
+    Raises CNIError 7 for a malformed logFile or logLevel."""
+    level_name = config.get("logLevel", "warning")
+    level = getattr(logging, level_name.upper(), None) if isinstance(level_name, str) else None
+    if not isinstance(level, int) or level_name.lower() not in ("debug", "info", "warning", "error"):
+        raise CNIError(ERR_INVALID_CONFIG, f"field 'logLevel' must be debug, info, warning or error, "
+                       f"got {level_name!r}")
+    path = log_file(config)
+    root = logging.getLogger("cniplug")
+    root.setLevel(level)
+    if not any(type(h) is logging.StreamHandler for h in root.handlers):
+        root.addHandler(logging.StreamHandler(sys.stderr))
+    for handler in [h for h in root.handlers if isinstance(h, DeferredLog)]:
+        root.removeHandler(handler)
+    if not path:
+        return None
+    deferred = DeferredLog(path)
+    root.addHandler(deferred)
+    return deferred
+
+
+# Codes that say the request itself was refused: nothing may change, not even the log file.
+REFUSED = (ERR_INCOMPATIBLE_VERSION, ERR_UNSUPPORTED_FIELD, ERR_UNKNOWN_CONTAINER, ERR_INVALID_ENV, ERR_IO,
+           ERR_DECODE, ERR_INVALID_CONFIG)
 
 
 def run(handlers: Mapping[str, Handler], about: str, argv: list[str] | None = None,
@@ -223,6 +307,8 @@ def run(handlers: Mapping[str, Handler], about: str, argv: list[str] | None = No
         print(f"{about}\nCNI protocol versions supported: {', '.join(SUPPORTED_VERSIONS)}", file=sys.stderr)
         return 0
     version = CURRENT_VERSION
+    deferred: DeferredLog | None = None
+    refused = True
     try:
         try:
             raw = stdin.read(MAX_STDIN + 1)
@@ -230,22 +316,19 @@ def run(handlers: Mapping[str, Handler], about: str, argv: list[str] | None = No
             raise CNIError(ERR_IO, "failed to read network configuration from stdin", str(err)) from None
         if len(raw) > MAX_STDIN:
             raise CNIError(ERR_IO, f"network configuration on stdin is larger than {MAX_STDIN} bytes")
+        version = request_version(raw)
         if environ.get("CNI_COMMAND") == "VERSION":
-            try:
-                asked = json.loads(raw).get("cniVersion") if raw.strip() else None
-            except (ValueError, AttributeError):
-                asked = None
-            echo = asked if asked in SUPPORTED_VERSIONS else CURRENT_VERSION
-            stdout.write(json.dumps({"cniVersion": echo, "supportedVersions": SUPPORTED_VERSIONS}) + "\n")
+            stdout.write(json.dumps({"cniVersion": version, "supportedVersions": SUPPORTED_VERSIONS}) + "\n")
             return 0
         req = parse_request(environ, raw, dry_run=dry_run)
         version = req.version
-        setup_logging(req.config)
+        deferred = setup_logging(req.config)
         handler = handlers.get(req.command)
         if handler is None:
             # Verbs a plugin has nothing to do for (e.g. STATUS on loopback) succeed silently.
             return 0
         out = handler(req)
+        refused = False
         if out is None and dry_run:
             # CHECK, STATUS and stateless verbs only read: their script changes nothing.
             out = f"#!/bin/bash\n# {req.command} changes nothing on the host: there is no command to run.\n"
@@ -255,14 +338,19 @@ def run(handlers: Mapping[str, Handler], about: str, argv: list[str] | None = No
             stdout.write(req.result_json(out) + "\n")
         return 0
     except CNIError as err:
+        refused = err.code in REFUSED
         log.debug("error %s: %s (%s)", err.code, err.msg, err.details)
-        stdout.write(err.to_json(version if isinstance(version, str) else CURRENT_VERSION) + "\n")
+        stdout.write(err.to_json(version) + "\n")
         return 1
     except Exception as err:  # never a traceback on stdout: report it as a CNI error, trace on stderr
+        refused = False
         log.exception("internal error")
-        stdout.write(CNIError(ERR_INTERNAL, f"internal error: {type(err).__name__}", str(err)).to_json(
-            version if isinstance(version, str) else CURRENT_VERSION) + "\n")
+        stdout.write(CNIError(ERR_INTERNAL, f"internal error: {type(err).__name__}", str(err)).to_json(version)
+                     + "\n")
         return 1
+    finally:
+        if deferred is not None and not refused and not dry_run:
+            deferred.flush_to_file()
 
 
 def main(handlers: Mapping[str, Handler], about: str) -> None:

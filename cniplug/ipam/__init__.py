@@ -32,6 +32,15 @@ def _module(kind: str) -> Any:
     return static
 
 
+def validate(req: Request) -> None:
+    """Refuse a malformed built-in IPAM config (CNIError 7 naming the field) without touching anything,
+    for verbs that change the host before they call IPAM (bridge DEL). A delegated IPAM validates its
+    own config when it is exec'd."""
+    kind = ipam_type(req)
+    if kind in BUILTIN:
+        _module(kind).parse_config(req)
+
+
 def run(req: Request, verb: str) -> dict[str, Any] | None:
     """Run IPAM `verb` (ADD/DEL/CHECK/GC/STATUS) for this request; ADD returns a 1.1-shaped result."""
     kind = ipam_type(req)

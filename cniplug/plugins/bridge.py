@@ -234,6 +234,7 @@ def add(req: Request) -> dict[str, Any] | str | None:
 
 def delete(req: Request) -> str | None:
     cfg = parse_config(req)
+    ipam.validate(req)  # IPAM DEL comes after the teardown: a bad ipam config must be refused before it
     # No bridge lock: DEL removes only this container's interface, NAT chain and address.
     alive = facts.netns_alive(req.netns)
     text = common.perform(

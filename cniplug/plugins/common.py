@@ -70,16 +70,18 @@ def get_int(config: dict[str, Any], key: str, low: int, high: int, default: int 
 
 
 def get_mtu(config: dict[str, Any]) -> int:
-    """Absent = kernel default (returned as 0); present it must be 68..65535, what Linux accepts.
+    """config['mtu'] -> the MTU in bytes, 0 for the kernel default.
 
-    Stricter than the reference, where 0 also means unset: an explicit 0 is more likely a mistake.
+    Absent or 0 means unset, as in the reference plugins (their `mtu` is an int whose zero value is
+    "not set", and config generators write 0). Anything else must be 68..65535, what Linux accepts;
+    otherwise CNIError 7 naming the field and value.
     """
-    if "mtu" not in config:
+    value = config.get("mtu", 0)
+    if value == 0 and not isinstance(value, bool):
         return 0
-    value = config["mtu"]
     if isinstance(value, bool) or not isinstance(value, int) or not 68 <= value <= 65535:
-        raise CNIError(ERR_INVALID_CONFIG, f"field 'mtu' must be an integer in 68..65535, got {value!r}",
-                       "omit 'mtu' for the kernel default")
+        raise CNIError(ERR_INVALID_CONFIG, f"field 'mtu' must be an integer in 68..65535 (or 0 for unset), "
+                       f"got {value!r}", "omit 'mtu' or set 0 for the kernel default")
     return value
 
 

@@ -142,11 +142,14 @@ def test_error_json_carries_request_version() -> None:
 
 
 def test_cni_args_parsing_and_ignore_unknown() -> None:
-    assert skel.parse_cni_args("IP=10.1.1.5;MAC=02:00:00:00:00:01;") == {"IP": "10.1.1.5",
-                                                                        "MAC": "02:00:00:00:00:01"}
-    with pytest.raises(CNIError) as e:
-        skel.parse_cni_args("IP")
-    assert e.value.code == 4
+    assert skel.parse_cni_args("IP=10.1.1.5;MAC=02:00:00:00:00:01") == {"IP": "10.1.1.5",
+                                                                       "MAC": "02:00:00:00:00:01"}
+    assert skel.parse_cni_args("") == {}
+    # As the reference's types.LoadArgs: every pair, an empty one too, needs exactly one '='.
+    for bad in ("IP", "IgnoreUnknown=1;;", "IP=10.1.1.5;", ";IP=10.1.1.5", "A=b=c"):
+        with pytest.raises(CNIError) as e:
+            skel.parse_cni_args(bad)
+        assert e.value.code == 4 and bad in e.value.msg
     req = skel.parse_request({**ENV, "CNI_ARGS": "K8S_POD_NAME=x;IP=10.0.0.2"}, json.dumps(CONF).encode())
     with pytest.raises(CNIError) as e:
         req.known_args(("IP",))
@@ -202,13 +205,63 @@ def test_old_ip4_shape_is_refused() -> None:
 
 def test_bad_prev_result_is_reported() -> None:
     conf = {**CONF, "prevResult": {"ips": [{"address": "nonsense"}]}}
-    req = skel.parse_request(ENV, json.dumps(conf).encode())
     with pytest.raises(CNIError) as e:
-        req.prev_result()
-    assert "prevResult" in e.value.msg
+        skel.parse_request(ENV, json.dumps(conf).encode())
+    assert "prevResult" in e.value.msg and e.value.code == 7
 
 
 def test_no_command_prints_about_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out = invoke({}, b"")
     assert rc == 0 and out == ""
     assert "CNI protocol versions supported" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("version", ["0.3.1", "1.0.0", "0.4.0"])
+@pytest.mark.parametrize(("env", "conf", "code"), [
+    pytest.param({"CNI_IFNAME": "a" * 16}, {}, 4, id="bad-ifname"),
+    pytest.param({"CNI_CONTAINERID": "a;b"}, {}, 4, id="bad-container-id"),
+    pytest.param({}, {"name": "a b"}, 7, id="bad-network-name"),
+    pytest.param({"CNI_ARGS": "IgnoreUnknown=1;;"}, {}, 4, id="bad-cni-args-pair"),
+    pytest.param({"CNI_COMMAND": "GC"}, {}, 1, id="gc-on-old-version"),
+    pytest.param({"CNI_COMMAND": "NOPE"}, {}, 4, id="unknown-verb"),
+    pytest.param({}, {"args": "x"}, 7, id="args-not-object"),
+])
+def test_errors_before_the_config_is_accepted_carry_the_request_version(
+        version: str, env: dict[str, str], conf: dict[str, Any], code: int) -> None:
+    body = error({**ENV, **env}, json.dumps({**CONF, **conf, "cniVersion": version}).encode())
+    assert (body["cniVersion"], body["code"]) == (version, code), body
+
+
+def test_check_on_0_3_1_answers_in_0_3_1() -> None:
+    body = error({**ENV, "CNI_COMMAND": "CHECK"}, json.dumps({**CONF, "cniVersion": "0.3.1"}).encode())
+    assert (body["cniVersion"], body["code"]) == ("0.3.1", 1)
+
+
+def test_unparsable_or_unsupported_version_answers_in_the_current_version() -> None:
+    assert error({**ENV, "CNI_IFNAME": ""}, b"{not json")["cniVersion"] == "1.1.0"
+    assert error(ENV, json.dumps({**CONF, "cniVersion": "0.2.0"}).encode())["cniVersion"] == "1.1.0"
+
+
+@pytest.mark.parametrize(("conf", "field"), [
+    pytest.param({"name": 7}, "'name' must be a string", id="name-int"),
+    pytest.param({"name": ["x"]}, "'name' must be a string", id="name-list"),
+    pytest.param({"args": "x"}, "'args' must be an object", id="args-string"),
+    pytest.param({"args": []}, "'args' must be an object", id="args-list"),
+    pytest.param({"prevResult": {"ips": "x"}}, "prevResult", id="prev-ips-string"),
+    pytest.param({"prevResult": "x"}, "prevResult", id="prev-string"),
+    pytest.param({"prevResult": {"interfaces": [1]}}, "prevResult", id="prev-interfaces-ints"),
+])
+@pytest.mark.parametrize("verb", ["ADD", "CHECK"])
+def test_wrong_shapes_are_code_7_naming_the_field(conf: dict[str, Any], field: str, verb: str) -> None:
+    calls: list[str] = []
+    handlers = {verb: lambda req: calls.append(req.command)}
+    rc, out = invoke({**ENV, "CNI_COMMAND": verb}, json.dumps({**CONF, **conf}).encode(), handlers=handlers)
+    body = json.loads(out)
+    assert rc == 1 and body["code"] == 7 and field in body["msg"], body
+    assert calls == [], "the handler ran although the config was refused"
+
+
+def test_del_tolerates_a_malformed_prev_result() -> None:
+    """DEL must not fail on what ADD may have left unparsed (spec: DEL should not fail)."""
+    rc, out = invoke({**ENV, "CNI_COMMAND": "DEL"}, json.dumps({**CONF, "prevResult": {"ips": "x"}}).encode())
+    assert rc == 0, out
