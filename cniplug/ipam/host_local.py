@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import re
 import shlex
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from cniplug.spec import (
     CNIError,
 )
 
+log = logging.getLogger("cniplug")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
@@ -455,10 +457,21 @@ def add(req: Request, store: Store | None = None) -> dict[str, Any]:
 
 
 def delete(req: Request, store: Store | None = None) -> None:
-    """Release everything (id, ifname) holds; unknown ids and a missing store are success."""
+    """Release everything (id, ifname) holds; unknown ids and a missing store are success.
+
+    A store on a read-only filesystem is success too, with a warning: DEL must not fail (spec: DEL
+    "should not return an error" for what it cannot clean up), and the address is freed by a later GC
+    once the store is writable, since this container is no longer among the valid attachments.
+    """
     cfg = parse_config(req)
     st = _store(cfg, store)
     if req.dry_run or not st.exists():
+        return
+    if isinstance(st, DiskStore) and st.read_only():
+        held = st.owned_by(req.container_id, req.ifname)
+        if held:
+            log.warning("host-local: store %s is read-only: %s stays reserved for %s until a GC frees it",
+                        st.dir, ", ".join(map(str, held)), req.container_id)
         return
     with st.lock():
         st.release_by_owner(req.container_id, req.ifname)

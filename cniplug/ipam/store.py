@@ -175,6 +175,13 @@ class DiskStore:
     def exists(self) -> bool:
         return os.path.isdir(self.dir)
 
+    def read_only(self) -> bool:
+        """True when the store's filesystem is mounted read-only (statvfs ST_RDONLY)."""
+        try:
+            return bool(os.statvfs(self.dir).f_flag & os.ST_RDONLY)
+        except OSError:
+            return False
+
     def ensure_dir(self) -> None:
         try:
             os.makedirs(self.dir, mode=DIR_MODE, exist_ok=True)
@@ -207,25 +214,30 @@ class DiskStore:
             raise CNIError(ERR_INTERNAL, f"cannot reserve {ip} in {self.dir}", str(err)) from None
         try:
             try:
-                os.write(fd, owner_content(container_id, ifname).encode())
+                _write_all(fd, owner_content(container_id, ifname).encode())
             finally:
                 os.close(fd)
-        except OSError as err:
+        except OSError as err:  # e.g. ENOSPC: no half-written reservation stays behind
             _unlink(path)
             raise CNIError(ERR_INTERNAL, f"cannot write reservation {path}", str(err)) from None
         self._write_last_reserved(ip, set_index)
         return True
 
     def _write_last_reserved(self, ip: IPAddress, set_index: int) -> None:
+        """Replace last_reserved_ip.<N> atomically (a temporary file renamed over it), so a full disk
+        leaves the old cursor, never a truncated one."""
         path = self.last_reserved_path(set_index)
+        tmp = f"{path}.tmp"
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
             try:
-                os.write(fd, str(ip).encode())
+                _write_all(fd, str(ip).encode())
             finally:
                 os.close(fd)
+            os.replace(tmp, path)
         except OSError as err:
             # Like the reference this fails the reservation; undo the IP file so the caller has nothing to free.
+            _unlink(tmp)
             _unlink(self.ip_path(ip))
             raise CNIError(ERR_INTERNAL, f"cannot write {path}", str(err)) from None
 
@@ -289,6 +301,13 @@ class DiskStore:
             if content is not None:
                 out.append((name, parse_owner(content)))
         return out
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until everything is written: a short write (a nearly full disk) is not success.
+    Raises OSError (ENOSPC, EIO, ...) as the kernel reports it."""
+    while data:
+        data = data[os.write(fd, data):]
 
 
 def _read_text(path: str) -> str | None:

@@ -265,3 +265,42 @@ def test_del_tolerates_a_malformed_prev_result() -> None:
     """DEL must not fail on what ADD may have left unparsed (spec: DEL should not fail)."""
     rc, out = invoke({**ENV, "CNI_COMMAND": "DEL"}, json.dumps({**CONF, "prevResult": {"ips": "x"}}).encode())
     assert rc == 0, out
+
+
+def test_log_file_is_written_after_an_accepted_call_only(tmp_path: Any) -> None:
+    log = tmp_path / "cni.log"
+    conf = {**CONF, "logFile": str(log), "logLevel": "debug"}
+
+    def refuse(req: skel.Request) -> None:
+        skel.log.info("about to refuse")
+        raise CNIError(7, "field 'mtu' must be an integer in 68..65535")
+
+    def work(req: skel.Request) -> None:
+        skel.log.info("did the work")
+
+    assert invoke(ENV, json.dumps(conf).encode(), handlers={"ADD": refuse})[0] == 1
+    assert not log.exists(), "a refused call created the log file"
+    assert invoke(ENV, json.dumps(conf).encode(), handlers={"ADD": work}, argv=["--dry-run"])[0] == 0
+    assert not log.exists(), "a dry run wrote the log file"
+    assert invoke(ENV, json.dumps(conf).encode(), handlers={"ADD": work})[0] == 0
+    assert "did the work" in log.read_text() and (log.stat().st_mode & 0o777) == 0o600
+
+
+def test_log_file_symlink_is_not_followed(tmp_path: Any) -> None:
+    target = tmp_path / "target"
+    target.write_text("")
+    link = tmp_path / "cni.log"
+    link.symlink_to(target)
+    conf = {**CONF, "logFile": str(link), "logLevel": "debug"}
+    rc, _ = invoke(ENV, json.dumps(conf).encode(), handlers={"ADD": lambda req: skel.log.info("x")})
+    assert rc == 0 and target.read_text() == ""
+
+
+def test_mtu_zero_means_unset_as_in_the_reference() -> None:
+    from cniplug.plugins import common
+
+    assert common.get_mtu({}) == 0 and common.get_mtu({"mtu": 0}) == 0 and common.get_mtu({"mtu": 1400}) == 1400
+    for bad in (67, 65536, -1, "1500", True, 1.5):
+        with pytest.raises(CNIError) as e:
+            common.get_mtu({"mtu": bad})
+        assert e.value.code == 7 and repr(bad) in e.value.msg

@@ -127,3 +127,33 @@ def test_memory_and_disk_behave_alike(tmp_path: Path, kind: str) -> None:
     assert store.owned_by("abc", "eth1") == []
     store.release(V4)
     assert store.all_reservations() == {}
+
+
+@pytest.mark.parametrize("fail_on", ["reservation", "cursor"])
+def test_a_short_write_then_enospc_leaves_no_half_written_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               fail_on: str) -> None:
+    """A nearly full disk: the kernel writes part of the data, then says ENOSPC. Nothing may stay."""
+    import errno
+
+    from cniplug.ipam import store as store_module
+
+    real_write = os.write
+    writes: list[int] = []
+
+    first_failing = 1 if fail_on == "reservation" else 2  # the reservation file is written first
+
+    def short_write(fd: int, data: bytes) -> int:
+        writes.append(fd)
+        if len(writes) < first_failing:
+            return real_write(fd, data)
+        if len(writes) == first_failing:
+            return real_write(fd, data[:1])  # the disk took one byte
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    st = DiskStore(str(tmp_path), "net")
+    monkeypatch.setattr(store_module.os, "write", short_write)
+    with pytest.raises(CNIError) as e:
+        st.reserve(V4, "c1", "eth0", 0)
+    assert "No space left" in e.value.details
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path / "net")) == [], "a half-written reservation or cursor stayed"
