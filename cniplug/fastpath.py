@@ -8,7 +8,9 @@ the plugin runs standalone in this process, with the same result.
 Wire format (one connection per call; each side shuts its writing end when done):
   request:  MAGIC, then plugin, argv and environment as length-prefixed fields (argv words and
             "KEY=value" pairs each NUL-terminated: neither can contain NUL), then stdin to the end.
-  answer:   exit status, then stdout and stats as length-prefixed fields, then stderr to the end.
+  answer:   "A", exit status, then stdout and stats as length-prefixed fields, then stderr to the end;
+            or "D" and a reason: the helper declines (the caller is in another network or mount
+            namespace, ...) before running anything, and the client runs the call itself.
 """
 
 import posix
@@ -17,8 +19,8 @@ from _socket import AF_UNIX, SHUT_WR, SOCK_CLOEXEC, SOCK_STREAM, socket
 
 # The protocol version is in the path: after an upgrade, a helper still running the old code is not
 # found (the plugins run standalone until it is restarted) rather than asked in a language it misreads.
-SOCKET = "/run/cniplug/helper-2.sock"
-MAGIC = b"cniplug-helper/2\n"
+SOCKET = "/run/cniplug/helper-3.sock"
+MAGIC = b"cniplug-helper/3\n"
 STATS_ENV = "CNIPLUG_HELPER_STATS"  # set (by `cniplug bench`): the client prints the helper's CPU/RSS on stderr
 
 
@@ -57,15 +59,26 @@ def decode_request(data: bytes) -> tuple[str, list[str], dict[str, str], bytes]:
     return plugin.decode(), [os.fsdecode(a) for a in argv.split(b"\0")[:-1]], environ, stdin
 
 
+class Declined(Exception):
+    """The helper did not run the call (its reason is the message): run it here instead."""
+
+
 def encode_answer(rc: int, stdout: bytes, stderr: bytes, stats: bytes = b"") -> bytes:
-    return (rc & 0xFFFFFFFF).to_bytes(4, "big") + pack(stdout, stats) + stderr
+    return b"A" + (rc & 0xFFFFFFFF).to_bytes(4, "big") + pack(stdout, stats) + stderr
+
+
+def encode_decline(reason: str) -> bytes:
+    return b"D" + reason.encode()
 
 
 def decode_answer(data: bytes) -> tuple[int, bytes, bytes, bytes]:
-    if len(data) < 4:
+    """(exit status, stdout, stats, stderr). Raises Declined, or ValueError for a cut or unknown answer."""
+    if data[:1] == b"D":
+        raise Declined(data[1:].decode(errors="replace"))
+    if data[:1] != b"A" or len(data) < 5:
         raise ValueError("answer cut short")
-    rc = int.from_bytes(data[:4], "big", signed=True)
-    stdout, stats, stderr = unpack(data[4:], 2)
+    rc = int.from_bytes(data[1:5], "big", signed=True)
+    stdout, stats, stderr = unpack(data[5:], 2)
     return rc, stdout, stats, stderr
 
 
@@ -94,7 +107,8 @@ def helper_socket(path: str = SOCKET) -> socket | None:
 
 
 def through_helper(sock: socket, plugin: str, stdin: bytes) -> tuple[int, bytes, bytes, bytes] | None:
-    """Send the call, wait for the answer; None if the helper went away before answering."""
+    """Send the call, wait for the answer; None if the helper went away before answering.
+    Raises Declined when the helper refused to run it (nothing was run)."""
     try:
         argv = [a.encode(sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()) for a in sys.argv[1:]]
         sock.sendall(encode_request(plugin, argv, dict(posix.environ), stdin))
@@ -117,7 +131,11 @@ def main(plugin: str, module: str) -> None:
     sock = None if environ.get(b"CNIPLUG_NO_HELPER") else helper_socket(path)
     if sock is not None:
         stdin = sys.stdin.buffer.read(1 << 20 | 1)
-        answer = through_helper(sock, plugin, stdin)
+        declined = False
+        try:
+            answer = through_helper(sock, plugin, stdin)
+        except Declined:  # e.g. called from another network namespace: the helper would run it in its own
+            answer, declined = None, True
         if answer is not None:
             rc, out, stats, err = answer
             if stats:  # sent only when the call's environment has STATS_ENV
@@ -125,11 +143,15 @@ def main(plugin: str, module: str) -> None:
             write_all(2, err)
             write_all(1, out)
             posix._exit(rc & 0xFF)  # all written straight to the fds; skipping interpreter teardown saves ~3 ms
-        # The helper went away mid-call. Running again here is safe for every verb but ADD, whose
-        # half-done work the runtime cleans up with DEL after an error.
-        if environ.get(b"CNI_COMMAND") == b"ADD":
-            write_all(1, b'{"cniVersion": "1.1.0", "code": 11, "msg": "cniplug helper died during ADD", '
-                         b'"details": "retry; the runtime\'s DEL cleans up what was done"}\n')
+        # Declined: nothing ran, so run it here. Went away mid-call: running again here is safe for every
+        # verb but ADD, whose half-done work the runtime cleans up with DEL after an error.
+        if environ.get(b"CNI_COMMAND") == b"ADD" and not declined:
+            from cniplug.skel import request_version
+            from cniplug.spec import ERR_TRY_AGAIN_LATER, CNIError
+
+            died = CNIError(ERR_TRY_AGAIN_LATER, "cniplug helper died during ADD",
+                            "retry; the runtime's DEL cleans up what was done")
+            write_all(1, (died.to_json(request_version(stdin)) + "\n").encode())
             sys.exit(1)
         import io
 

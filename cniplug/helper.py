@@ -67,8 +67,51 @@ def warm_up() -> None:
                          stdin=io.BytesIO(json.dumps(config).encode()), stdout=io.StringIO())
 
 
-def serve_one(conn: socket.socket) -> None:
-    """In the forked child: run one plugin call and answer. Never returns."""
+NAMESPACES = ("net", "mnt", "user")
+
+
+def foreign_context(pid: int) -> str:
+    """Why a call from process `pid` (the peer, from SO_PEERCRED) must not run here, "" when it may.
+
+    Only environment, argv and stdin travel over the socket; everything else a call depends on comes
+    from the process that runs it. A call from another network, mount or user namespace or another root
+    directory (`ip netns exec`, a runtime in a container sharing /run) would run in the helper's, so it
+    is declined and the client runs it itself. A pid we cannot look at (0: in a pid namespace the helper
+    cannot see) is declined too.
+    """
+    if pid <= 0:
+        return "caller not visible from the helper's pid namespace"
+    try:
+        for kind in NAMESPACES:
+            mine, theirs = os.stat(f"/proc/self/ns/{kind}"), os.stat(f"/proc/{pid}/ns/{kind}")
+            if (mine.st_dev, mine.st_ino) != (theirs.st_dev, theirs.st_ino):
+                return f"caller is in another {kind} namespace"
+        mine, theirs = os.stat("/"), os.stat(f"/proc/{pid}/root")
+        if (mine.st_dev, mine.st_ino) != (theirs.st_dev, theirs.st_ino):
+            return "caller has another root directory"
+    except OSError as exc:
+        return f"cannot inspect the caller: {exc.strerror}"
+    return ""
+
+
+def adopt_context(pid: int) -> str:
+    """Take the caller's umask and working directory, as a standalone plugin would have them.
+    Returns "" on success, else why not (then the call is declined)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            umask = next((line.split()[1] for line in f if line.startswith("Umask:")), "")
+        os.chdir(f"/proc/{pid}/cwd")
+    except OSError as exc:
+        return f"cannot take the caller's umask and directory: {exc.strerror}"
+    if not umask:
+        return "caller's umask unknown"
+    os.umask(int(umask, 8))
+    return ""
+
+
+def serve_one(conn: socket.socket, pid: int) -> None:
+    """In the forked child: run one plugin call from process `pid` and answer, or decline it when it
+    would not run exactly as in the caller (foreign_context). Never returns."""
     from cniplug import cli, skel
 
     code = 1
@@ -77,6 +120,10 @@ def serve_one(conn: socket.socket) -> None:
     err = io.StringIO()
     try:
         plugin, argv, env, stdin = fastpath.decode_request(fastpath.read_all(conn))
+        reason = foreign_context(pid) or adopt_context(pid)
+        if reason:
+            conn.sendall(fastpath.encode_decline(reason))
+            os._exit(0)
         want_stats = bool(env.get(fastpath.STATS_ENV))
         os.environ.clear()
         os.environ.update(env)
@@ -103,9 +150,11 @@ def stats() -> bytes:
     return f"cpu_ms={cpu * 1000:.2f} maxrss_kb={max(me.ru_maxrss, kids.ru_maxrss)}".encode()
 
 
-def peer_uid(conn: socket.socket) -> int:
+def peer_cred(conn: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the connected peer (SO_PEERCRED), as seen from the helper's namespaces."""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return int(struct.unpack("3i", creds)[1])
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return int(pid), int(uid)
 
 
 def main(path: str = fastpath.SOCKET) -> int:
@@ -167,14 +216,15 @@ def spawn(server: socket.socket, taken_r: int, taken_w: int) -> int:
         os.close(taken_r)
         while True:
             conn, _ = server.accept()
-            if peer_uid(conn) == 0:
+            peer, uid = peer_cred(conn)
+            if uid == 0:
                 break
             conn.close()
         set_parent_death_signal(0)  # a call that has started finishes, even if the helper goes away
         server.close()
         os.write(taken_w, os.getpid().to_bytes(4, "big"))
         os.close(taken_w)
-        serve_one(conn)
+        serve_one(conn, peer)
     finally:
         os._exit(1)
 

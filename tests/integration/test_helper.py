@@ -132,3 +132,112 @@ def test_a_killed_helper_takes_its_waiting_children_along(installed: Path, helpe
                              capture_output=True, timeout=60,
                              env={"CNI_COMMAND": "VERSION", "CNIPLUG_HELPER_SOCKET": path})
         assert out.returncode == 0 and "supportedVersions" in out.stdout
+
+
+def served(proc: subprocess.CompletedProcess[str]) -> bool:
+    """Did the helper run this call? It reports its stats only for calls it ran (CNIPLUG_HELPER_STATS set)."""
+    return "cniplug-helper-stats" in proc.stderr
+
+
+def test_a_call_from_another_network_namespace_runs_in_that_namespace(
+        installed: Path, helper: tuple[str, Any], tmp_path: Path, make_netns: Callable[[str], str]) -> None:
+    """Only env, argv and stdin cross the socket: a call from a simulated node (`ip netns exec node ...`) must
+    not create its bridge in the helper's (the host's) namespace. The helper declines; the client runs it."""
+    path, _ = helper
+    node = Path(make_netns("h-node")).name
+    container = make_netns("h-nodec")
+    conf = {"cniVersion": "1.0.0", "name": "tch-nsnet", "type": "cniplug-bridge", "bridge": "tchnsbr0",
+            "isGateway": True,
+            "ipam": {"type": "cniplug-host-local", "dataDir": str(tmp_path / "ipam"), "subnet": "10.250.181.0/24"}}
+    env = {"CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni", "CNI_CONTAINERID": "tch-ns1", "CNI_NETNS": container,
+           "CNIPLUG_HELPER_SOCKET": path, "CNIPLUG_HELPER_STATS": "1"}
+    try:
+        for command in ("ADD", "DEL"):
+            proc = subprocess.run(["ip", "netns", "exec", node, str(installed / "cniplug-bridge")],
+                                  input=json.dumps(conf), text=True, capture_output=True, timeout=60,
+                                  env={**env, "CNI_COMMAND": command})
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            assert not served(proc), "the helper ran a call from another network namespace"
+            if command == "ADD":
+                assert not Path("/sys/class/net/tchnsbr0").exists(), "the bridge was created on the host"
+                assert json.loads(sh("ip", "-n", node, "-j", "link", "show", "tchnsbr0"))[0]["ifname"] == "tchnsbr0"
+    finally:
+        from cniplug.plugins.bridge import lock_path
+
+        subprocess.run(["ip", "link", "delete", "tchnsbr0"], capture_output=True)  # only if the bug put it here
+        Path(lock_path("tchnsbr0")).unlink(missing_ok=True)
+
+
+def test_the_helper_serves_its_own_namespaces_and_declines_another_mount_namespace(
+        installed: Path, helper: tuple[str, Any]) -> None:
+    path, _ = helper
+    env = {"CNI_COMMAND": "VERSION", "CNIPLUG_HELPER_SOCKET": path, "CNIPLUG_HELPER_STATS": "1"}
+    here = subprocess.run([str(installed / "cniplug-bridge")], input='{"cniVersion":"0.4.0"}', text=True,
+                          capture_output=True, env=env, timeout=60)
+    assert here.returncode == 0 and json.loads(here.stdout)["cniVersion"] == "0.4.0"
+    assert served(here), "a call from the helper's own namespaces was not served: " + here.stderr
+    other = subprocess.run(["unshare", "--mount", str(installed / "cniplug-bridge")], input='{"cniVersion":"0.4.0"}',
+                           text=True, capture_output=True, env=env, timeout=60)
+    assert other.returncode == 0 and json.loads(other.stdout)["cniVersion"] == "0.4.0", other.stdout + other.stderr
+    assert not served(other), "the helper ran a call from another mount namespace"
+
+
+def test_the_helper_applies_the_callers_umask_and_working_directory(installed: Path, helper: tuple[str, Any],
+                                                                    tmp_path: Path) -> None:
+    """A relative dataDir lands in the caller's directory and files get the caller's umask, as standalone."""
+    path, _ = helper
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    conf = {"cniVersion": "1.0.0", "name": "tch-umask", "type": "tch",
+            "ipam": {"type": "cniplug-host-local", "dataDir": "tch-rel", "subnet": "10.250.182.0/24"}}
+    env = {"CNI_COMMAND": "ADD", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni", "CNI_CONTAINERID": "tch-u1",
+           "CNI_NETNS": "/run/netns/tch-none", "CNIPLUG_HELPER_SOCKET": path, "CNIPLUG_HELPER_STATS": "1"}
+    proc = subprocess.run([str(installed / "cniplug-host-local")], input=json.dumps(conf), text=True,
+                          capture_output=True, env=env, cwd=cwd, timeout=60, preexec_fn=lambda: os.umask(0o077))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert served(proc), proc.stderr
+    reservation = cwd / "tch-rel" / "tch-umask" / "10.250.182.2"
+    assert reservation.is_file(), sorted(str(p) for p in tmp_path.rglob("*"))
+    assert reservation.stat().st_mode & 0o777 == 0o600, oct(reservation.stat().st_mode)
+
+
+@pytest.mark.parametrize("verb", ["ADD", "DEL"])
+def test_helper_that_dies_mid_call(installed: Path, tmp_path: Path, verb: str) -> None:
+    """A helper that takes the call and goes away without answering: ADD is not run a second time (its half-done
+    work is the runtime's DEL's business) and says so with code 11 in the caller's version; DEL runs here."""
+    import socket
+    import threading
+
+    path = str(tmp_path / "dying.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    os.chmod(path, 0o600)
+    server.listen(1)
+
+    def take_and_die() -> None:
+        conn, _ = server.accept()
+        while conn.recv(65536):
+            pass
+        conn.close()
+
+    thread = threading.Thread(target=take_and_die, daemon=True)
+    thread.start()
+    data = tmp_path / "ipam"
+    conf = {"cniVersion": "0.4.0", "name": "tch-dies", "type": "tch",
+            "ipam": {"type": "cniplug-host-local", "dataDir": str(data), "subnet": "10.250.183.0/24"}}
+    env = {"CNI_COMMAND": verb, "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni", "CNI_CONTAINERID": "tch-d1",
+           "CNI_NETNS": "/run/netns/tch-none", "CNIPLUG_HELPER_SOCKET": path}
+    try:
+        proc = subprocess.run([str(installed / "cniplug-host-local")], input=json.dumps(conf), text=True,
+                              capture_output=True, env=env, timeout=60)
+    finally:
+        thread.join(timeout=10)
+        server.close()
+    if verb == "ADD":
+        assert proc.returncode == 1, proc.stdout
+        body = json.loads(proc.stdout)
+        assert (body["code"], body["cniVersion"]) == (11, "0.4.0"), body
+        assert "died" in body["msg"]
+        assert not data.exists(), "the ADD was run a second time after the helper died"
+    else:
+        assert proc.returncode == 0 and proc.stdout == "", proc.stdout + proc.stderr
