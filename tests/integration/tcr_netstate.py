@@ -64,16 +64,27 @@ def plugin_env(command: str, netns: str, container_id: str, ifname: str = "eth0"
 
 
 def host_argv(host: str, plugin: str) -> list[str]:
-    """Exec the plugin inside the host namespace (`ip netns exec` execs, it does not fork: same PID)."""
+    """Exec the plugin inside the host namespace (`ip netns exec` execs, it does not fork: same PID); for a
+    host with a helper (HelperHost), the installed executable in the helper's namespaces."""
+    if host in HELPER_HOSTS:
+        return HELPER_HOSTS[host].argv(plugin)
     return [IP, "netns", "exec", host, *plugin_argv(plugin)]
 
 
 def run_in_host(host: str, plugin: str, command: str, config: dict[str, Any], netns: str, container_id: str,
                 ifname: str = "eth0", path_prefix: str = "", timeout: float = 120) -> PluginRun:
+    """Run the plugin in the host namespace as a runtime does. Through a HelperHost's helper, every call must
+    have been served by the helper (its stats line on stderr), never by a silent standalone fallback."""
     env = plugin_env(command, netns, container_id, ifname, path_prefix)
+    helper = HELPER_HOSTS.get(host)
+    if helper is not None:
+        env.update(helper.env)
     proc = subprocess.run(host_argv(host, plugin), input=json.dumps(config).encode(), env=env,
                           capture_output=True, timeout=timeout)
-    return PluginRun(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+    run = PluginRun(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+    if helper is not None:
+        helper.assert_served(run.stderr)
+    return run
 
 
 def in_host(host: str, *argv: str) -> str:
@@ -311,3 +322,58 @@ def _q(text: str) -> str:
 def remove_lock_files(bridges: list[str]) -> None:
     for b in bridges:
         Path(lock_path(b)).unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------- through a helper
+
+HELPER_HOSTS: dict[str, HelperHost] = {}
+
+
+class HelperHost:
+    """Plugin calls into host namespace `host` go through installed executables and a `cniplug helper`
+    serving in that same network and mount namespace (the helper declines calls from any other).
+
+    `ip netns exec` makes a new mount namespace on every call (it remounts /sys), so a sleeper started
+    with it holds one, and the helper and every plugin call enter it with `nsenter -t PID --net --mount`.
+    Registered in HELPER_HOSTS, so run_in_host and host_argv use it. `close` ends what it started.
+    """
+
+    def __init__(self, host: str, bin_dir: Path) -> None:
+        import sys
+        import time
+
+        self.host = host
+        self.bin_dir = bin_dir
+        subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(bin_dir)], check=True,
+                       capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        self.sleeper = subprocess.Popen([IP, "netns", "exec", host, "sleep", "infinity"])
+        nsenter = shutil.which("nsenter", path=SYSTEM_PATH) or "/usr/bin/nsenter"  # absolute: not a fake one
+        self.enter = [nsenter, "-t", str(self.sleeper.pid), "--net", "--mount"]
+        deadline = time.monotonic() + 10
+        while os.stat(f"/proc/{self.sleeper.pid}/ns/mnt").st_ino == os.stat("/proc/self/ns/mnt").st_ino:
+            assert time.monotonic() < deadline, "ip netns exec did not enter its namespaces"
+            time.sleep(0.01)
+        self.socket = f"/run/cniplug/tcr-helper-{host}.sock"
+        self.helper = subprocess.Popen([*self.enter, sys.executable, "-m", "cniplug", "helper", "--socket",
+                                        self.socket], stderr=subprocess.DEVNULL,
+                                       env={**os.environ, "PYTHONPATH": str(REPO)})
+        while not os.path.exists(self.socket):
+            assert self.helper.poll() is None and time.monotonic() < deadline, "the helper did not start"
+            time.sleep(0.05)
+        self.env = {"CNIPLUG_HELPER_SOCKET": self.socket, "CNIPLUG_HELPER_STATS": "1"}
+        self.served = 0
+        HELPER_HOSTS[host] = self
+
+    def argv(self, plugin: str) -> list[str]:
+        return [*self.enter, str(self.bin_dir / plugin)]
+
+    def assert_served(self, stderr: str) -> None:
+        assert "cniplug-helper-stats" in stderr, f"the helper did not serve this call: {stderr[-500:]}"
+        self.served += 1
+
+    def close(self) -> None:
+        HELPER_HOSTS.pop(self.host, None)
+        for proc in (self.helper, self.sleeper):
+            proc.terminate()
+            proc.wait(timeout=30)
+        Path(self.socket).unlink(missing_ok=True)

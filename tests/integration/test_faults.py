@@ -37,8 +37,10 @@ from typing import Any
 
 import pytest
 from tcr_netstate import (
+    HELPER_HOSTS,
     REPO,
     FakePath,
+    HelperHost,
     diff,
     host_argv,
     leftovers,
@@ -170,14 +172,24 @@ class Stage:
         return report
 
 
+@pytest.fixture(params=["standalone"])
+def via(request: pytest.FixtureRequest) -> str:
+    """How the plugin runs: "standalone" (`python -m cniplug plugin`), or "helper" (the installed executable
+    handing every call to a `cniplug helper` in the host namespace; each call must be served by it)."""
+    return str(request.param)
+
+
 @pytest.fixture
-def stage(make_netns: Callable[[str], str], tmp_path: Path) -> Iterator[Callable[[Scenario, str], Stage]]:
+def stage(make_netns: Callable[[str], str], tmp_path: Path, via: str) -> Iterator[Callable[[Scenario, str], Stage]]:
     sleepers: list[subprocess.Popen[bytes]] = []
     bridges: list[str] = []
+    helpers: list[HelperHost] = []
 
     def make(sc: Scenario, tag: str) -> Stage:
         host = Path(make_netns(f"r-h{sc.slot}{tag}")).name
         setup_host(host)
+        if via == "helper":
+            helpers.append(HelperHost(host, tmp_path / f"bin-{tag}"))
         cns = make_netns(f"r-c{sc.slot}{tag}")
         netns = cns
         if sc.proc_netns:
@@ -200,11 +212,16 @@ def stage(make_netns: Callable[[str], str], tmp_path: Path) -> Iterator[Callable
             st.baseline = leftovers(host, [netns], data_dir, sc.bridge)
         return st
 
-    yield make
-    for s in sleepers:
-        s.kill()
-        s.wait()
-    remove_lock_files(bridges)
+    try:
+        yield make
+    finally:
+        for s in sleepers:
+            s.kill()
+            s.wait()
+        for h in helpers:
+            print(f"\n[faults] helper in {h.host} served {h.served} calls")
+            h.close()
+        remove_lock_files(bridges)
 
 
 def count_steps(st: Stage) -> list[script.Step]:
@@ -313,6 +330,7 @@ def count_invocations(sc: Scenario, stage: Callable[[Scenario, str], Stage], fak
     return fake.count
 
 
+@pytest.mark.parametrize("via", ["standalone", "helper"], indirect=True)
 @pytest.mark.parametrize("sc", SCENARIOS, ids=IDS)
 def test_fail_every_invocation(sc: Scenario, stage: Callable[[Scenario, str], Stage], tmp_path: Path) -> None:
     fake = FakePath(tmp_path / "bin")
@@ -346,10 +364,14 @@ def test_fail_every_invocation(sc: Scenario, stage: Callable[[Scenario, str], St
 KILL_SCENARIOS = [s for s in SCENARIOS if s.name in ("bridge-new", "bridge-delegated", "ptp", "loopback")]
 
 
+@pytest.mark.parametrize("via", ["standalone", "helper"], indirect=True)
 @pytest.mark.parametrize("sc", KILL_SCENARIOS, ids=[s.name for s in KILL_SCENARIOS])
 def test_sigkill_mid_add_then_del_cleans_up(sc: Scenario, stage: Callable[[Scenario, str], Stage],
-                                            tmp_path: Path) -> None:
-    """Kill the plugin while invocation k hangs (steps before k are done, IPAM has reserved); DEL cleans up."""
+                                            tmp_path: Path, via: str) -> None:
+    """Kill the plugin while invocation k hangs (steps before k are done, IPAM has reserved); DEL cleans up.
+
+    Through a helper, the process doing the work is the helper's child: killing it is "the helper died
+    during ADD", which the client must report (code 11) without running the ADD again."""
     fake = FakePath(tmp_path / "bin")
     total = count_invocations(sc, stage, fake)
     tally = Tally(f"{sc.name} SIGKILL before invocation k, then DEL")
@@ -358,10 +380,12 @@ def test_sigkill_mid_add_then_del_cleans_up(sc: Scenario, stage: Callable[[Scena
         cid = f"tcrk{k}"
         fake.reset(fail_at=k, mode="sleep")
         env = plugin_env("ADD", st.netns, cid, st.ifname, str(fake.dir))
+        if st.host in HELPER_HOSTS:
+            env.update(HELPER_HOSTS[st.host].env)
         stdin = tmp_path / "stdin.json"
         stdin.write_text(json.dumps(st.config))
         with stdin.open("rb") as f:
-            proc = subprocess.Popen(host_argv(st.host, sc.plugin), stdin=f, stdout=subprocess.DEVNULL,
+            proc = subprocess.Popen(host_argv(st.host, sc.plugin), stdin=f, stdout=subprocess.PIPE,
                                     stderr=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + 60
         while not (fake.dir / "sleeping").exists():
@@ -369,9 +393,16 @@ def test_sigkill_mid_add_then_del_cleans_up(sc: Scenario, stage: Callable[[Scena
             assert time.monotonic() < deadline, f"invocation {k} never reached"
             time.sleep(0.01)
         wrapper, parent = (int(x) for x in fake.read("sleeping").split())
-        assert parent == proc.pid, "the hanging command is not the plugin's child"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        if via == "helper":
+            assert parent != proc.pid, "the call was not handed to the helper"
+            os.kill(parent, signal.SIGKILL)  # the helper's child running this call
+            out = proc.communicate(timeout=60)[0].decode()
+            if error_of(out).get("code") != 11:
+                tally.problems.append(f"invocation {k}: the client did not report the helper's death: {out!r}")
+        else:
+            assert parent == proc.pid, "the hanging command is not the plugin's child"
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
         os.kill(wrapper, signal.SIGKILL)
         tally.cases += 1
         for attempt in (1, 2):  # DEL, and DEL again (idempotent)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import run_plugin
-from tcr_netstate import LOCK_DIR, remove_lock_files, run_in_host, setup_host
+from tcr_netstate import LOCK_DIR, HelperHost, remove_lock_files, run_in_host, setup_host
 
 pytestmark = pytest.mark.root
 
@@ -80,9 +80,12 @@ def tree(root: Path) -> set[str]:
     return {str(p) for p in root.rglob("*")}
 
 
-def test_bridge_writes_only_its_data_dir_lock_and_log(make_netns: Callable[[str], str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("via", ["standalone", "helper"])
+def test_bridge_writes_only_its_data_dir_lock_and_log(make_netns: Callable[[str], str], tmp_path: Path,
+                                                      via: str) -> None:
     host = Path(make_netns("r-hfiles")).name
     setup_host(host)
+    helper = HelperHost(host, tmp_path / "bin") if via == "helper" else None
     netns = make_netns("r-cfiles")
     data, log, cwd = tmp_path / "ipam", tmp_path / "tcr.log", tmp_path / "cwd"
     cwd.mkdir()
@@ -103,7 +106,7 @@ def test_bridge_writes_only_its_data_dir_lock_and_log(make_netns: Callable[[str]
         new_tmp = sorted(tree(tmp_path) - tmp_before)
         assert all(p.startswith(str(data)) or p == str(log) for p in new_tmp), new_tmp
         assert not list(cwd.iterdir())
-        new_run = sorted(tree(LOCK_DIR) - run_before)
+        new_run = sorted(tree(LOCK_DIR) - run_before - {helper.socket if helper else ""})
         assert all(p == str(LOCK_DIR / "bridge-tcrbr40.lock") or p.startswith(str(LOCK_DIR / "jinja"))
                    for p in new_run), new_run
         assert stat.S_IMODE(LOCK_DIR.stat().st_mode) == 0o700
@@ -113,9 +116,13 @@ def test_bridge_writes_only_its_data_dir_lock_and_log(make_netns: Callable[[str]
             assert stat.S_IMODE(jinja.stat().st_mode) == 0o700 and jinja.stat().st_uid == 0
         assert stat.S_IMODE(log.stat().st_mode) == 0o600
         assert log.read_text(), "debug log is empty"
-        print(f"\n[files] ADD+DEL wrote {len(new_tmp)} paths, all under dataDir or the logFile; "
+        print(f"\n[files] {via}: ADD+DEL wrote {len(new_tmp)} paths, all under dataDir or the logFile; "
               f"/run/cniplug 0700, lock 0600, log 0600")
+        if helper is not None:
+            assert helper.served == 2
     finally:
+        if helper is not None:
+            helper.close()
         remove_lock_files(["tcrbr40"])
 
 
