@@ -104,11 +104,15 @@ _V11_ROUTE_KEYS = ("mtu", "advmss", "priority", "table", "scope")
 
 
 def from_current(result: dict[str, Any], version: str) -> dict[str, Any]:
-    """Convert a 1.1.0-shaped result to the shape of `version` (the request's cniVersion)."""
+    """Convert a 1.1.0-shaped result to the shape of `version` (the request's cniVersion).
+
+    Empty `interfaces`, `ips` and `routes` are left out and `dns` is always there, byte-compatible with the
+    reference plugins' results (Go types with omitempty on the lists, a struct for dns).
+    """
     out: dict[str, Any] = {"cniVersion": version}
     old = version_tuple(version) < (1, 0, 0)
     pre_11 = version_tuple(version) < (1, 1, 0)
-    if "interfaces" in result:
+    if result.get("interfaces"):
         out["interfaces"] = [
             {k: v for k, v in i.items() if not (pre_11 and k in _V11_INTERFACE_KEYS)}
             for i in result["interfaces"]
@@ -119,9 +123,10 @@ def from_current(result: dict[str, Any], version: str) -> dict[str, Any]:
         if old:
             new = {"version": str(ip_family(entry["address"])), **new}
         ips.append(new)
-    out["ips"] = ips
-    out["routes"] = [
-        {k: v for k, v in r.items() if not (pre_11 and k in _V11_ROUTE_KEYS)} for r in result.get("routes", [])
-    ]
+    if ips:  # omitted when empty, as Go's `json:"ips,omitempty"` does in the reference's results
+        out["ips"] = ips
+    routes = [{k: v for k, v in r.items() if not (pre_11 and k in _V11_ROUTE_KEYS)} for r in result.get("routes", [])]
+    if routes:
+        out["routes"] = routes
     out["dns"] = result.get("dns") or {}
     return out

@@ -34,6 +34,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+REQUIRED = bool(os.environ.get("CNIPLUG_REQUIRE_ROOT_TESTS"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """In CI (CNIPLUG_REQUIRE_ROOT_TESTS) a skipped test is a failure: nothing may skip itself there, e.g. for
+    a missing reference binary or tool that .ci/run was supposed to install."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if REQUIRED and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped while CNIPLUG_REQUIRE_ROOT_TESTS is set: {report.longrepr}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    """The same for a whole module that skips itself at import (pytest.skip(allow_module_level=True))."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if REQUIRED and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"module skipped while CNIPLUG_REQUIRE_ROOT_TESTS is set: {report.longrepr}"
+
+
 @dataclass
 class PluginRun:
     rc: int
