@@ -17,13 +17,14 @@ import json
 import re
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tcr_netstate import IP, plugin_env, remove_lock_files, run_in_host, setup_host, snapshot
+from tcr_netstate import IP, host_argv, plugin_env, remove_lock_files, run_in_host, setup_host, snapshot
 
 pytestmark = pytest.mark.root
 
@@ -111,8 +112,8 @@ def compare(ours: dict[str, Any], ref: dict[str, Any]) -> list[str]:
         if isinstance(a, dict) or isinstance(b, dict):
             a, b = a or {"removed": [], "added": []}, b or {"removed": [], "added": []}
             for what in ("removed", "added"):
-                only_ours = [x for x in a[what] if x not in b[what]]
-                only_ref = [x for x in b[what] if x not in a[what]]
+                only_ours = sorted((Counter(a[what]) - Counter(b[what])).elements())
+                only_ref = sorted((Counter(b[what]) - Counter(a[what])).elements())
                 if only_ours or only_ref:
                     out.append(f"{key} {what}: only ours {only_ours}, only the reference {only_ref}")
         elif a != b:
@@ -129,8 +130,9 @@ def delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
         a, b = before.get(key), after.get(key)
         if isinstance(a, list) and isinstance(b, list):
             a, b = mask_list(a), mask_list(b)
-            ta, tb = [json.dumps(x, sort_keys=True) for x in a], [json.dumps(x, sort_keys=True) for x in b]
-            removed, added = sorted(x for x in ta if x not in tb), sorted(x for x in tb if x not in ta)
+            # multisets: a second `vethX` on a bridge that already has one is a change too
+            ta, tb = Counter(json.dumps(x, sort_keys=True) for x in a), Counter(json.dumps(x, sort_keys=True) for x in b)
+            removed, added = sorted((ta - tb).elements()), sorted((tb - ta).elements())
             if removed or added:
                 out[key] = {"removed": removed, "added": added}
         elif a != b:
@@ -202,3 +204,56 @@ def strip_result(result: dict[str, Any]) -> dict[str, Any]:
         iface.pop("mac", None)
         iface.pop("sandbox", None)
     return dict(out)
+
+
+# ---------------------------------------------------------------------------------------------- dry-run equivalence
+
+EQUIVALENCE = [
+    Case("bridge-masq", "bridge", {"bridge": "tcvbr0", "isGateway": True, "ipMasq": True}, [[{"subnet": V4}]]),
+    Case("bridge-dual", "bridge", {"bridge": "tcvbr0", "isGateway": True, "isDefaultGateway": True, "ipMasq": True,
+                                   "mtu": 1400, "hairpinMode": True}, DUAL),
+    Case("bridge-existing", "bridge", {"bridge": "tcvbr0", "isGateway": True, "ipMasq": True}, [[{"subnet": V4}]]),
+    Case("bridge-l2", "bridge", {"bridge": "tcvbr0", "promiscMode": True}, [[{"subnet": V4}]]),
+    Case("ptp-masq", "ptp", {"ipMasq": True, "mtu": 1400}, [[{"subnet": V4}]]),
+    Case("ptp-dual", "ptp", {"ipMasq": True}, DUAL),
+    Case("loopback", "loopback", {}, [], ifname="lo"),
+]
+
+
+@pytest.mark.parametrize("case", EQUIVALENCE, ids=[c.name for c in EQUIVALENCE])
+def test_dry_run_script_run_by_bash_leaves_what_the_plugin_leaves(case: Case, make_netns: Callable[[str], str],
+                                                                  tmp_path: Path) -> None:
+    """Side "bash" runs the ADD --dry-run script with bash, then the DEL --dry-run script; side "plugin" runs the
+    plugin. Each side in its own host namespace; the whole change of each must be the same, after ADD and after
+    DEL. "bridge-existing" first attaches another container with the plugin on both sides."""
+    deltas, dels = {}, {}
+    try:
+        for side in ("bash", "plugin"):
+            host = Path(make_netns(f"r-hq{side[0]}")).name
+            setup_host(host)
+            container = make_netns(f"r-cq{side[0]}")
+            conf = case.config(True, tmp_path / side)
+            if case.name == "bridge-existing":
+                other = make_netns(f"r-cq{side[0]}0")
+                assert run_in_host(host, conf["type"], "ADD", conf, other, "tcv0", case.ifname).rc == 0
+            for verb in ("ADD", "DEL"):
+                before = settle(host, [container]) if verb == "ADD" else before
+                if side == "plugin":
+                    run = run_in_host(host, conf["type"], verb, conf, container, "tcv1", case.ifname)
+                    assert run.rc == 0, run.stdout + run.stderr
+                else:
+                    env = plugin_env(verb, container, "tcv1", case.ifname)
+                    dry = subprocess.run(host_argv(host, conf["type"]) + ["--dry-run"],
+                                         input=json.dumps(conf).encode(), env=env, capture_output=True, timeout=120)
+                    assert dry.returncode == 0 and dry.stdout.startswith(b"#!/bin/bash"), dry.stdout + dry.stderr
+                    ran = subprocess.run([IP, "netns", "exec", host, "bash", "-c", dry.stdout.decode()],
+                                         capture_output=True, text=True, timeout=120)
+                    assert ran.returncode == 0, f"{verb} script failed: {ran.stderr}\n{dry.stdout.decode()}"
+                state = delta(before, settle(host, [container]))
+                (deltas if verb == "ADD" else dels)[side] = state
+    finally:
+        remove_lock_files(["tcvbr0"])
+    assert deltas["bash"], "the ADD changed nothing"
+    assert not compare(deltas["bash"], deltas["plugin"]), "\n".join(["ADD:", *compare(deltas["bash"], deltas["plugin"])])
+    assert not compare(dels["bash"], dels["plugin"]), "\n".join(["after DEL:", *compare(dels["bash"], dels["plugin"])])
+    print(f"\n[dry-run] {case.name}: bash and the plugin changed {sorted(deltas['bash'])} alike")
