@@ -131,7 +131,8 @@ def delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
         if isinstance(a, list) and isinstance(b, list):
             a, b = mask_list(a), mask_list(b)
             # multisets: a second `vethX` on a bridge that already has one is a change too
-            ta, tb = Counter(json.dumps(x, sort_keys=True) for x in a), Counter(json.dumps(x, sort_keys=True) for x in b)
+            ta = Counter(json.dumps(x, sort_keys=True) for x in a)
+            tb = Counter(json.dumps(x, sort_keys=True) for x in b)
             removed, added = sorted((ta - tb).elements()), sorted((tb - ta).elements())
             if removed or added:
                 out[key] = {"removed": removed, "added": added}
@@ -236,8 +237,8 @@ def test_dry_run_script_run_by_bash_leaves_what_the_plugin_leaves(case: Case, ma
             if case.name == "bridge-existing":
                 other = make_netns(f"r-cq{side[0]}0")
                 assert run_in_host(host, conf["type"], "ADD", conf, other, "tcv0", case.ifname).rc == 0
+            before = settle(host, [container])
             for verb in ("ADD", "DEL"):
-                before = settle(host, [container]) if verb == "ADD" else before
                 if side == "plugin":
                     run = run_in_host(host, conf["type"], verb, conf, container, "tcv1", case.ifname)
                     assert run.rc == 0, run.stdout + run.stderr
@@ -254,6 +255,6 @@ def test_dry_run_script_run_by_bash_leaves_what_the_plugin_leaves(case: Case, ma
     finally:
         remove_lock_files(["tcvbr0"])
     assert deltas["bash"], "the ADD changed nothing"
-    assert not compare(deltas["bash"], deltas["plugin"]), "\n".join(["ADD:", *compare(deltas["bash"], deltas["plugin"])])
-    assert not compare(dels["bash"], dels["plugin"]), "\n".join(["after DEL:", *compare(dels["bash"], dels["plugin"])])
+    for what, got in (("ADD", deltas), ("after DEL", dels)):
+        assert not compare(got["bash"], got["plugin"]), "\n".join([what, *compare(got["bash"], got["plugin"])])
     print(f"\n[dry-run] {case.name}: bash and the plugin changed {sorted(deltas['bash'])} alike")
