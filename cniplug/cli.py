@@ -160,11 +160,17 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("bench", help="benchmark against the reference plugins (see cniplug bench --help)",
                        add_help=False)
     p = sub.add_parser("tutorial", help="print (or --run) the tutorial's scripts, rendered from the plugin macros")
-    p.add_argument("example", type=int, choices=(1, 2, 3))
+    p.add_argument("example", type=int, choices=(1, 2, 3), nargs="?", default=1)
     p.add_argument("--lang", choices=("en", "zh"), default="en")
     p.add_argument("--prefix", default="", help="prefix for every name the script creates")
     p.add_argument("--subnet", default="", help="replace the tutorial's 10.x.y.0/24 base subnet")
-    p.add_argument("--run", action="store_true", help="run it in throwaway namespaces, check the pings, clean up")
+    p.add_argument("--run", action="store_true",
+                   help="run it as a lab in throwaway namespaces: show what each step changed, clean up")
+    p.add_argument("--step", action="store_true", help="with --run: pause before each step (Enter, or q to stop)")
+    p.add_argument("--break", dest="breaks", action="append", default=[],
+                   choices=("forwarding", "masquerade", "route", "gateway"),
+                   help="with --run: leave that step out and show which ping fails and why")
+    p.add_argument("--clean", action="store_true", help="undo what a killed --run with this --prefix left")
     if argv[:1] == ["bench"]:
         import cniplug.bench as bench
 
@@ -179,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.exit(helper.main(args.socket))
     if args.cmd == "tutorial":
-        import cniplug.tutorial as tutorial
+        import cniplug.lab.tutorial as tutorial
 
-        sys.exit(tutorial.main(args.example, args.lang, args.prefix, args.subnet, args.run))
+        sys.exit(tutorial.main(args.example, args.lang, args.prefix, args.subnet, args.run, args.step,
+                               tuple(args.breaks), args.clean))

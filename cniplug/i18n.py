@@ -114,6 +114,32 @@ MESSAGES: dict[str, dict[str, str]] = {
                 "zh": "步骤4：配置IP地址：路由器在每个子网取 .1，客户端经它路由"},
     "tut3_s5": {"en": "Step 5: enable forwarding in the router namespace", "zh": "步骤5：启用路由器转发"},
     "tut3_s6": {"en": "Step 6: test client1 <-> client2 through the router", "zh": "步骤6：测试 client1 与 client2 经路由器的连通性"},
+    "tut_header": {
+        "en": "The tutorial's example {n}, as written, rendered by cniplug from the macros its plugins use.\n# Like the tutorial's scripts it has no `set -e`. An `#undo` line says how `cniplug tutorial {n} --run`\n# takes the step above it back; bash reads it as a comment.",
+        "zh": "教程示例{n}，与教程原文一致，由cniplug用其插件所用的同一组宏生成。\n# 与教程脚本一样没有 `set -e`。`#undo` 行说明 `cniplug tutorial {n} --run` 如何撤销上一步；bash把它当作注释。",
+    },
+    "tut_lab_header": {
+        "en": "The tutorial's example {n} as `cniplug tutorial {n} --run` runs it: names prefixed with {prefix}, stand-ins announced below.",
+        "zh": "`cniplug tutorial {n} --run` 实际运行的教程示例{n}：名称加前缀 {prefix}，替身在下文说明。",
+    },
+    "tut_clean": {"en": "Clean up what an earlier run may have left (safe: errors are hidden)",
+                  "zh": "清理可能存在的旧配置（安全操作）"},
+    "tut1_s6": {"en": "Step 6: show the devices in detail: `{a}@ifN` names the peer's interface index, `link-netns` its namespace",
+                "zh": "步骤6：查看设备详细信息：`{a}@ifN` 给出对端的接口索引，`link-netns` 给出它所在的命名空间"},
+    "tut_ethtool": {"en": "ethtool is often not installed; `ip -d link show` shows the same peer index (`@ifN`) and its namespace",
+                    "zh": "ethtool 常常没有安装；`ip -d link show` 同样显示对端索引（`@ifN`）和它所在的命名空间"},
+    "tut2_s8": {"en": "Step 8: show the final configuration", "zh": "步骤8：显示最终配置"},
+    "tut_topology": {"en": "The topology now:", "zh": "当前网络拓扑:"},
+    "tut_brctl": {"en": "brctl (bridge-utils) is gone from current distributions; `ip link show master` lists the same ports",
+                  "zh": "当前发行版已不再默认提供 brctl（bridge-utils）；`ip link show master` 列出同样的端口"},
+    "tut_route": {"en": "route (net-tools) is gone from current distributions; `ip route` shows the same table",
+                  "zh": "当前发行版已不再默认提供 route（net-tools）；`ip route` 显示同样的路由表"},
+    "tut3_s7": {"en": "Step 7: show the topology, the router's routing table and client1's neighbour (ARP) table",
+                "zh": "步骤7：显示网络拓扑、路由器的路由表和 client1 的邻居（ARP）表"},
+    "tut2_lab_out": {"en": "--run stand-in: this machine may have no uplink and no Internet, so {dev} plays the tutorial's eth0 and namespace {ns} at {addr} plays 8.8.8.8",
+                     "zh": "--run 的替身：本机可能没有上行网卡也不能上网，所以由 {dev} 扮演教程中的 eth0，由命名空间 {ns}（{addr}）扮演 8.8.8.8"},
+    "tut_lab_wait": {"en": "--run adds -w to iptables: wait for the xtables lock instead of failing while another program holds it",
+                     "zh": "--run 给 iptables 加上 -w：另一个程序持有 xtables 锁时等待，而不是直接失败"},
 }
 
 

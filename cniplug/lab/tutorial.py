@@ -1,0 +1,383 @@
+"""`cniplug tutorial N`: the tutorial's three scripts, rendered from the macros the plugins use.
+
+Printed, a script is the tutorial's example as written: every command that changes something is the
+tutorial's own line, in the tutorial's order, with its clean-up lines and its observation steps (plus the
+modern equivalent of a tool current distributions lack), `#undo` lines and an explanation per step.
+
+`--run` is a lab: the same steps in throwaway namespaces whose names carry a prefix, with the stand-ins a
+machine without the tutorial's uplink needs (announced in the script). After each step it shows what the
+step changed in the kernel (cniplug.lab.kernel), runs the observation steps and shows their output,
+explains each ping's TTL and draws the topology as it grows. `--step` pauses before each step, `--break`
+leaves a step out to show what fails without it. Ctrl-C or SIGTERM at any moment undoes everything; a
+journal in /run/cniplug lets `--clean` undo what a killed run left.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from markupsafe import Markup
+
+from cniplug import facts, i18n, render, runner, script
+from cniplug.lab import kernel
+from cniplug.skel import check_ifname
+from cniplug.spec import CNIError
+
+RUN_PREFIX = "cnit-"
+DEFAULT_SUBNETS = {1: "192.168.1.0/24", 2: "10.1.1.0/24", 3: "10.0.1.0/24"}
+OUTSIDE = "203.0.113.0/24"  # TEST-NET-3: the stand-in "internet" lives in a namespace of ours
+JOURNAL_DIR = "/run/cniplug"
+BREAKS: dict[str, tuple[Callable[[list[str]], bool], str]] = {
+    # name: (which steps to leave out, why the ping that needs it fails)
+    "forwarding": (lambda argv: "net.ipv4.ip_forward=1" in argv,
+                   "without net.ipv4.ip_forward=1 the router (the host in example 2) drops packets that are not "
+                   "addressed to itself instead of passing them from one interface to the other"),
+    "masquerade": (lambda argv: "MASQUERADE" in argv,
+                   "without MASQUERADE the outside sees the container's private source address and has no route "
+                   "back to it, so the reply never comes"),
+    "route": (lambda argv: "default" in argv and "route" in argv,
+              "without a default route the container (client) knows only its own subnet: packets to any other "
+              "address have nowhere to go ('Network is unreachable')"),
+    "gateway": (lambda argv: "addr" in argv and "add" in argv and argv[:2] == ["ip", "addr"],
+                "without an address on the bridge nothing answers at the gateway address: the container's "
+                "default route points at nobody"),
+}
+
+
+def _host(net: ipaddress.IPv4Network | ipaddress.IPv6Network, n: int) -> str:
+    return f"{net.network_address + n}/{net.prefixlen}"
+
+
+def context(example: int, prefix: str = "", subnet: str = "", lab: bool = False, lang: str = "en") -> dict[str, Any]:
+    """Template variables of example 1-3: names (with `prefix`), addresses (from `subnet`, a /29 or larger
+    IPv4 network; default the tutorial's). `lab` adds the stand-ins a --run needs. Raises CNIError 7 for a
+    bad subnet or a prefix that makes an interface name invalid."""
+    try:
+        net = ipaddress.ip_network(subnet or DEFAULT_SUBNETS[example])
+    except ValueError as err:
+        raise CNIError(7, f"--subnet {subnet!r} is not a network", str(err)) from None
+    if net.version != 4 or net.prefixlen > 29:
+        raise CNIError(7, f"--subnet {subnet!r} must be an IPv4 network of /29 or larger")
+    p = prefix
+    ctx: dict[str, Any]
+    if example == 1:
+        ctx = {"ns1": p + "ns1", "ns2": p + "ns2", "veth0": p + "veth0", "veth1": p + "veth1",
+               "addr1": _host(net, 1), "addr2": _host(net, 2)}
+        links = ["veth0", "veth1"]
+    elif example == 2:
+        out = ipaddress.ip_network(OUTSIDE)
+        ctx = {"container_ns": p + "container-ns", "br": p + "br0", "veth_cont": p + "veth-cont",
+               "veth_host": p + "veth-host", "subnet": str(net), "gateway": str(net.network_address + 1),
+               "gateway_cidr": _host(net, 1), "container_cidr": _host(net, 2),
+               "uplink": p + "veth-out" if lab else "eth0", "internet": str(out.network_address + 1) if lab
+               else "8.8.8.8", "outside_ns": p + "outside", "out_peer": p + "veth-wan",
+               "out_host_cidr": _host(out, 254), "outside_cidr": _host(out, 1),
+               "ip_forward_old": facts.sysctl("net.ipv4.ip_forward") or "0"}
+        links = ["br", "veth_cont", "veth_host", "out_peer"] + (["uplink"] if lab else [])
+        host, container = ("主机", "容器网络空间") if lang == "zh" else ("host", "container namespace")
+        ctx["topology"] = [Markup(line) for line in (
+            "+", f"| {host} ({ctx['br']}:{ctx['gateway']})", "|   |", f"|   {ctx['veth_host']}", "|     (veth pair)",
+            f"|   {ctx['veth_cont']}", "|   |", f"| {container} ({ctx['veth_cont']}:{_host(net, 2).split('/')[0]})")]
+    else:
+        net2 = ipaddress.ip_network((int(net.network_address) + net.num_addresses, net.prefixlen))
+        ctx = {"router": p + "router", "client1": p + "client1", "client2": p + "client2",
+               "veth_r1": p + "veth-r1", "veth_c1": p + "veth-c1", "veth_r2": p + "veth-r2", "veth_c2": p + "veth-c2",
+               "router1_cidr": _host(net, 1), "router2_cidr": _host(net2, 1), "router1": str(net.network_address + 1),
+               "router2": str(net2.network_address + 1), "client1_cidr": _host(net, 100 % (net.num_addresses - 1)),
+               "client2_cidr": _host(net2, 100 % (net2.num_addresses - 1))}
+        links = ["veth_r1", "veth_c1", "veth_r2", "veth_c2"]
+        c1, c2 = ctx["client1_cidr"].split("/")[0], ctx["client2_cidr"].split("/")[0]
+        width = len(f"{ctx['client1']} ({c1}) <--[veth]--> ")
+        ctx["topology"] = [Markup(line) for line in (
+            f"{ctx['client1']} ({c1}) <--[veth]--> {ctx['router']} ({ctx['router1']})", " " * width + "|",
+            f"{ctx['client2']} ({c2}) <--[veth]--> {ctx['router']} ({ctx['router2']})")]
+    for key in links:
+        check_ifname(ctx[key], "--prefix")
+    ctx["lab"] = lab
+    return ctx
+
+
+def render_example(example: int, lang: str = "en", prefix: str = "", subnet: str = "",
+                   lab: bool = False) -> script.Script:
+    """The script of example N: as written (lab False), or as --run runs it (stand-ins, -w)."""
+    ctx = context(example, prefix, subnet, lab, lang)
+    body = render.render(f"tutorial/example{example}.sh.j2", lang=lang, **ctx)
+    parsed = script.parse(body)
+    head = (i18n.say("tut_lab_header", lang, n=example, prefix=prefix) if lab
+            else i18n.say("tut_header", lang, n=example))
+    parsed.header = f"#!/bin/bash\n{head}\n\n"
+    return parsed
+
+
+def subnets_of(example: int, subnet: str) -> list[str]:
+    net = ipaddress.ip_network(subnet or DEFAULT_SUBNETS[example])
+    nets = [str(net)]
+    if example == 2:
+        nets.append(OUTSIDE)
+    if example == 3:
+        nets.append(str(ipaddress.ip_network((int(net.network_address) + net.num_addresses, net.prefixlen))))
+    return nets
+
+
+def ttl_meaning(output: str, lang: str) -> str:
+    """One sentence about the TTL of a ping's replies ("" when there is none)."""
+    m = re.search(r"ttl=(\d+)", output)
+    if not m:
+        return ""
+    ttl = int(m.group(1))
+    hops = 64 - ttl
+    if lang == "zh":
+        if hops == 0:
+            return f"TTL {ttl}：Linux 发出的 TTL 是 64，没有减少，说明应答直接来自对端，中间没有路由器。"
+        return f"TTL {ttl}：从 64 减少了 {hops}，说明应答途经 {hops} 个路由器（每经过一个路由器减 1）。"
+    if hops == 0:
+        return f"TTL {ttl}: Linux sends 64 and nothing took one off, so the reply came straight from the other end."
+    return f"TTL {ttl}: 64 minus {hops}: the reply crossed {hops} router(s), each takes one off."
+
+
+class Journal:
+    """/run/cniplug/tutorial-<prefix>.journal: one JSON line per undo command of a completed step, so that
+    `cniplug tutorial --clean --prefix P` can undo what a killed run did. Removed when a run ends cleanly."""
+
+    def __init__(self, prefix: str) -> None:
+        self.path = Path(JOURNAL_DIR) / f"tutorial-{prefix}.journal"
+
+    def start(self) -> None:
+        os.makedirs(JOURNAL_DIR, mode=0o700, exist_ok=True)
+        self.path.write_text("")
+
+    def record(self, undo: list[list[str]]) -> None:
+        with self.path.open("a") as f:
+            for argv in undo:
+                f.write(json.dumps(argv) + "\n")
+                f.flush()
+
+    def entries(self) -> list[list[str]]:
+        try:
+            return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        except (OSError, ValueError):
+            return []
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived during a run."""
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def say(out: TextIO, text: str) -> None:
+    """print() that never raises: a closed terminal or pipe must not stop the clean-up."""
+    try:
+        print(text, file=out, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def where_is(link: str, prefix: str) -> str:
+    """The lab namespace a link was moved into, "" if none has it."""
+    for ns in kernel.lab_namespaces(prefix):
+        if os.path.exists(f"/run/netns/{ns}") and runner.execute(["ip", "-n", ns, "link", "show", link]).rc == 0:
+            return ns
+    return ""
+
+
+def undo_all(undo: list[list[str]], out: TextIO, prefix: str) -> None:
+    """Run undo commands in reverse and say what really happened to each."""
+    for argv in reversed(undo):
+        result = runner.execute(argv)
+        if result.rc == 0:
+            say(out, f"  {' '.join(argv)}  -> ok")
+            continue
+        why = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.rc}"
+        if argv[:3] == ["ip", "link", "delete"] and "Cannot find device" in why:
+            ns = where_is(argv[3], prefix)
+            why = (f"{argv[3]} is in namespace {ns} now: it goes when that namespace is deleted" if ns
+                   else f"{argv[3]} is gone already (a veth goes with its peer)")
+        say(out, f"  {' '.join(argv)}  -> not done: {why}")
+
+
+def wait_gone(prefix: str, timeout: float = 10.0) -> list[str]:
+    """Wait until no namespace or host link named with `prefix` is left (the kernel removes a deleted
+    namespace's veth peers asynchronously). Returns what is still there after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [f"netns {n}" for n in kernel.lab_namespaces(prefix)]
+        left += [f"link {n}" for n in os.listdir("/sys/class/net") if n.startswith(prefix)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+def clean(prefix: str, out: TextIO = sys.stdout) -> int:
+    """Undo what a killed run with this prefix left (its journal), then remove its namespaces and links."""
+    journal = Journal(prefix)
+    entries = journal.entries()
+    say(out, f"# undoing {len(entries)} recorded step(s) of an earlier run with prefix {prefix!r}")
+    undo_all(entries, out, prefix)
+    for ns in kernel.lab_namespaces(prefix):
+        result = runner.execute(["ip", "netns", "delete", ns])
+        say(out, f"  ip netns delete {ns}  -> {'ok' if result.rc == 0 else result.stderr.strip()}")
+    wait_gone(prefix, timeout=2)  # veths of the deleted namespaces go by themselves
+    for link in sorted(n for n in os.listdir("/sys/class/net") if n.startswith(prefix)):
+        result = runner.execute(["ip", "link", "delete", link])
+        say(out, f"  ip link delete {link}  -> {'ok' if result.rc == 0 else result.stderr.strip()}")
+    journal.remove()
+    left = wait_gone(prefix)
+    say(out, "nothing left" if not left else f"still there: {', '.join(left)}")
+    return 0 if not left else 1
+
+
+def show_topology(out: TextIO, state: kernel.State, shown: list[str]) -> list[str]:
+    """Print the topology when it differs from the last one shown (and joins something); returns it."""
+    picture = kernel.topology(state)
+    if picture != shown and any("<==" in line or "--port of-->" in line for line in picture):
+        print("    topology now:", file=out)
+        print("\n".join("      " + line for line in picture), file=out)
+        return picture
+    return shown
+
+
+def run(parsed: script.Script, prefix: str, subnets: list[str], lang: str = "en", out: TextIO = sys.stdout,
+        step_mode: bool = False, breaks: tuple[str, ...] = ()) -> bool:
+    """Run every step as a lab; undo everything at the end, at the first failure, or on SIGINT/SIGTERM.
+
+    Returns True when every step that ran succeeded (with `breaks`: when a ping failed, as expected).
+    """
+    journal = Journal(prefix)
+    journal.start()
+    done_undo: list[list[str]] = []
+    ok = True
+    failed_pings: list[str] = []
+    old = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    total = len(parsed.steps)
+    try:
+        before = kernel.snapshot(prefix, subnets)
+        shown_topology: list[str] = []
+        for i, step in enumerate(parsed.steps, 1):
+            if step.note:
+                shown_topology = show_topology(out, before, shown_topology)
+                print("\n" + "\n".join(f"# {line}" for line in step.note.splitlines()), file=out)
+            left_out = [name for name in breaks if BREAKS[name][0](step.argv)]
+            if left_out:
+                print(f"[{i}/{total}] {' '.join(step.argv)}  -> LEFT OUT (--break {left_out[0]})", file=out)
+                if step.argv[:3] == ["ip", "netns", "exec"] and "net.ipv4.ip_forward=1" in step.argv:
+                    # A new namespace starts with the host's IPv4 settings (devconf_inherit_init_net=0):
+                    # leaving the step out is not enough where the host forwards, so switch it off.
+                    off = [w.replace("ip_forward=1", "ip_forward=0") for w in step.argv]
+                    runner.execute(off)
+                    print(f"    instead: {' '.join(off)} (a new namespace inherits the host's "
+                          f"ip_forward={facts.sysctl('net.ipv4.ip_forward')})", file=out)
+                elif "net.ipv4.ip_forward=1" in step.argv and facts.sysctl("net.ipv4.ip_forward") == "1":
+                    print("    (this host forwards already, ip_forward=1: leaving the step out changes nothing "
+                          "here, and the lab does not switch the host's forwarding off)", file=out)
+                continue
+            if step_mode and sys.stdin.isatty():
+                answer = input(f"[{i}/{total}] {' '.join(step.argv)}   Enter: run it, q: stop and clean up > ")
+                if answer.strip().lower() == "q":
+                    raise Interrupted("q")
+            # A signal between running a step and recording its undo would lose the undo: hold them here.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            try:
+                result = runner.execute(step.argv)
+            except CNIError as err:  # the tool is not installed
+                result = runner.Completed(argv=step.argv, rc=127, stderr=err.msg)
+            if step.undo and result.rc == 0:
+                done_undo.extend(step.undo)
+                journal.record(step.undo)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+            is_ping = "ping" in step.argv
+            status = "ok" if result.rc == 0 else f"FAILED (exit {result.rc})"
+            if step.tolerant and result.rc != 0:
+                status = "nothing to do"
+            elif step.observe and result.rc == 127:
+                status = "not installed here"
+            print(f"[{i}/{total}] {' '.join(step.argv)}  -> {status}", file=out)
+            if (step.observe and result.rc != 127) or (is_ping and result.stdout):
+                text = result.stdout.rstrip() or result.stderr.rstrip()
+                print("\n".join("    | " + line for line in text.splitlines()), file=out)
+            if is_ping:
+                meaning = ttl_meaning(result.stdout, lang)
+                if meaning:
+                    print(f"    {meaning}", file=out)
+            if result.rc != 0 and not step.tolerant:
+                if step.observe:
+                    continue
+                if is_ping and breaks:
+                    failed_pings.append(" ".join(step.argv))
+                    for name in breaks:
+                        print(f"    expected with --break {name}: {BREAKS[name][1]}", file=out)
+                    continue
+                print(f"        {result.stderr.strip()}", file=out)
+                ok = False
+                break
+            if not step.observe and not is_ping:
+                after = kernel.snapshot(prefix, subnets)
+                for line in kernel.changes(before, after):
+                    print(f"    {line}", file=out)
+                before = after
+        show_topology(out, before, shown_topology)
+    except (Interrupted, KeyboardInterrupt, OSError) as exc:  # OSError: e.g. the output pipe closed
+        say(out, f"\n# interrupted ({type(exc).__name__}: {exc}): undoing everything done so far")
+        ok = False
+    finally:
+        for sig in old:
+            signal.signal(sig, signal.SIG_IGN)  # the clean-up itself is not interrupted
+        say(out, "\n# Clean up: undo every step in reverse")
+        undo_all(done_undo, out, prefix)
+        left = wait_gone(prefix)
+        if not left:
+            journal.remove()
+        say(out, "# everything the lab made is gone" if not left else f"# still there: {', '.join(left)}")
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if breaks:
+        return ok or bool(failed_pings)
+    return ok and not left
+
+
+def main(example: int, lang: str, prefix: str, subnet: str, do_run: bool, step_mode: bool = False,
+         breaks: tuple[str, ...] = (), do_clean: bool = False) -> int:
+    """`cniplug tutorial`: print example N, or --run it as a lab, or --clean a killed run's leftovers.
+    Returns the exit code: 0 passed, 1 failed or not root, 2 bad input."""
+    try:
+        if do_run or do_clean:
+            prefix = prefix or RUN_PREFIX
+            if os.geteuid() != 0:
+                print("cniplug tutorial --run/--clean needs root (it creates namespaces)", file=sys.stderr)
+                return 1
+        if do_clean:
+            return clean(prefix)
+        if do_run:
+            ctx = context(example, prefix, subnet, lab=True)
+            taken = [v for v in ctx.values() if isinstance(v, str) and v.startswith(prefix)
+                     and (os.path.exists(f"/run/netns/{v}") or os.path.exists(f"/sys/class/net/{v}"))]
+            if taken:
+                print(f"refusing to run: {', '.join(taken)} already exist(s); `cniplug tutorial --clean "
+                      f"--prefix {prefix}` removes what an earlier run left, or choose another --prefix",
+                      file=sys.stderr)
+                return 1
+        parsed = render_example(example, lang, prefix, subnet, lab=do_run)
+    except CNIError as err:
+        print(f"cniplug tutorial: {err.msg} {err.details}".strip(), file=sys.stderr)
+        return 2
+    if not do_run:
+        sys.stdout.write(parsed.text)
+        return 0
+    print(parsed.header.rstrip())
+    ok = run(parsed, prefix, subnets_of(example, subnet), lang, step_mode=step_mode, breaks=breaks)
+    print(f"\ntutorial example {example}: {'passed' if ok else 'FAILED'}")
+    return 0 if ok else 1
