@@ -165,6 +165,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prefix", default="", help="prefix for every name the script creates")
     p.add_argument("--subnet", default="", help="replace the tutorial's 10.x.y.0/24 base subnet")
     p.add_argument("--run", action="store_true", help="run it in throwaway namespaces, check the pings, clean up")
+    p = sub.add_parser("show", help="the live topology: namespaces, bridges, veth pairs, routes, NAT, IPAM")
+    p.add_argument("--prefix", default="", help="only namespaces and links named P..., and what they connect to")
+    p.add_argument("--netns", default=None, help="only this namespace ('host' for ours), and what it connects to")
+    p.add_argument("--data-dir", default="/var/lib/cni/networks", help="host-local's store (its dataDir)")
+    p.add_argument("--svg", default="", metavar="FILE", help="also draw the topology into FILE as SVG")
+    p.add_argument("--lang", choices=("en", "zh"), default="en")
     if argv[:1] == ["bench"]:
         import cniplug.bench as bench
 
@@ -182,3 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         import cniplug.tutorial as tutorial
 
         sys.exit(tutorial.main(args.example, args.lang, args.prefix, args.subnet, args.run))
+    if args.cmd == "show":
+        import cniplug.lab.show as show
+
+        sys.exit(show.main(args.prefix, args.netns, args.data_dir, args.svg, args.lang))
