@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--run", action="store_true", help="run it in throwaway namespaces, check the pings, clean up")
     p = sub.add_parser("show", help="the live topology: namespaces, bridges, veth pairs, routes, NAT, IPAM")
     p.add_argument("--prefix", default="", help="only namespaces and links named P..., and what they connect to")
-    p.add_argument("--netns", default=None, help="only this namespace ('host' for ours), and what it connects to")
+    p.add_argument("--netns", default=None, help="only this namespace ('host', NAME, pid:PID) and what it connects to")
     p.add_argument("--data-dir", default="/var/lib/cni/networks", help="host-local's store (its dataDir)")
     p.add_argument("--svg", default="", metavar="FILE", help="also draw the topology into FILE as SVG")
     p.add_argument("--lang", choices=("en", "zh"), default="en")

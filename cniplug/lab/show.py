@@ -486,7 +486,7 @@ def render_svg(topo: Topology, lang: str = "en") -> str:
         ns_links = [lk for lk in topo.links if lk.netns == ns and shown(lk)]
         ns_routes = [r for r in topo.routes if r.netns == ns]
         longest = max([len(str(r)) for r in ns_routes], default=0)
-        w = max(LINK_W + 20, len(ns_links) * (LINK_W + 10) + 10, 24 + 6 * longest)
+        w = max(LINK_W + 20, len(ns_links) * (LINK_W + 10) + 10, 24 + 5.6 * longest)
         links_h = max([LINK_H + LINE_H * len(lk.addrs) for lk in ns_links], default=0)
         boxes.append((ns, x, w, ns_links, ns_routes, links_h))
         x += w + GAP
