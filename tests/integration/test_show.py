@@ -7,8 +7,10 @@ tsh-brnet, tsh-ptpnet); addresses come from 10.247.1.0/24 (bridge), 10.247.2.0/2
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -152,3 +154,19 @@ def test_collect_with_netns_filter(topology: dict[str, Any]) -> None:
     proc = subprocess.run([sys.executable, "-m", "cniplug", "show", "--netns", "tsh-nope"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 1 and proc.stderr == "cniplug show: no network namespace 'tsh-nope'\n"
+
+
+def test_a_namespace_only_a_process_holds_is_shown_by_pid() -> None:
+    """Unnamed namespaces (podman's containers, `unshare -n`) are found through /proc/PID/ns/net."""
+    proc = subprocess.Popen(["unshare", "-n", "sleep", "30"])
+    try:
+        mine = os.stat("/proc/self/ns/net").st_ino
+        deadline = time.monotonic() + 5
+        while os.stat(f"/proc/{proc.pid}/ns/net").st_ino == mine and time.monotonic() < deadline:
+            time.sleep(0.02)
+        topo = show.collect(netns=f"pid:{proc.pid}")
+        assert topo.namespaces == [f"pid:{proc.pid}"]
+        assert [(link.name, link.kind) for link in topo.links] == [("lo", "loopback")]
+    finally:
+        proc.kill()
+        proc.wait()
