@@ -171,6 +171,12 @@ def main(argv: list[str] | None = None) -> None:
                    choices=("forwarding", "masquerade", "route", "gateway"),
                    help="with --run: leave that step out and show which ping fails and why")
     p.add_argument("--clean", action="store_true", help="undo what a killed --run with this --prefix left")
+    p = sub.add_parser("show", help="the live topology: namespaces, bridges, veth pairs, routes, NAT, IPAM")
+    p.add_argument("--prefix", default="", help="only namespaces and links named P..., and what they connect to")
+    p.add_argument("--netns", default=None, help="only this namespace ('host', NAME, pid:PID) and what it connects to")
+    p.add_argument("--data-dir", default="/var/lib/cni/networks", help="host-local's store (its dataDir)")
+    p.add_argument("--svg", default="", metavar="FILE", help="also draw the topology into FILE as SVG")
+    p.add_argument("--lang", choices=("en", "zh"), default="en")
     if argv[:1] == ["bench"]:
         import cniplug.bench as bench
 
@@ -189,3 +195,7 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.exit(tutorial.main(args.example, args.lang, args.prefix, args.subnet, args.run, args.step,
                                tuple(args.breaks), args.clean))
+    if args.cmd == "show":
+        import cniplug.lab.show as show
+
+        sys.exit(show.main(args.prefix, args.netns, args.data_dir, args.svg, args.lang))

@@ -1,1 +1,2 @@
-"""Teaching and seeing: the tutorial lab, the demo and `cniplug show`, apart from what a runtime execs."""
+"""Teaching and seeing, apart from what a runtime execs: the tutorial lab (`tutorial`, with `kernel` for what
+each step changed) and the live topology (`show`)."""
