@@ -92,6 +92,7 @@ class Request:
     cni_args: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     dry_run: bool = False
+    lang: str = "en"  # of the explanations in the rendered script (--lang, CNIPLUG_LANG)
 
     @property
     def version(self) -> str:
@@ -321,6 +322,7 @@ def run(handlers: Mapping[str, Handler], about: str, argv: list[str] | None = No
             stdout.write(json.dumps({"cniVersion": version, "supportedVersions": SUPPORTED_VERSIONS}) + "\n")
             return 0
         req = parse_request(environ, raw, dry_run=dry_run)
+        req.lang = "zh" if environ.get("CNIPLUG_LANG", "").lower().startswith("zh") else "en"
         version = req.version
         deferred = setup_logging(req.config)
         handler = handlers.get(req.command)

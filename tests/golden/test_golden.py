@@ -79,3 +79,34 @@ def test_golden(path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, req
 def test_every_plugin_has_a_golden_case() -> None:
     plugins = {json.loads(p.read_text())["plugin"] for p in CASES}
     assert {"cniplug-bridge", "cniplug-ptp", "cniplug-loopback"} <= plugins
+
+
+def has_chinese(text: str) -> bool:
+    return any("\u4e00" <= c <= "\u9fff" for c in text)
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_every_step_is_explained(path: Path, lang: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each command of a plugin script has an explanation right above it, in the language asked for; a step
+    that follows the tutorial names its example and step."""
+    from cniplug import script
+
+    case = json.loads(path.read_text())
+    case["env"] = {**case.get("env", {}), "CNIPLUG_LANG": lang}
+    text = render_case(case, monkeypatch, tmp_path)
+    assert text.startswith(script.HEADER)
+    steps = script.parse(text[len(script.HEADER):]).steps
+    assert steps or case["command"] == "DEL", "no step at all"
+    for step in steps:
+        assert step.note, f"{path.stem} ({lang}): no explanation above {step.line!r}"
+        if lang == "zh":
+            assert has_chinese(step.note), f"{path.stem}: explanation of {step.line!r} is not in Chinese: {step.note}"
+    tutorial_refs = [s.note for s in steps if "example" in s.note or "示例" in s.note]
+    if case["plugin"] in ("cniplug-bridge", "cniplug-ptp") and case["command"] == "ADD":
+        assert tutorial_refs, "no step names the tutorial"
+        # ptp is the tutorial's example 3 (a router), bridge its example 2; only NAT, which example 3 has not,
+        # may point from ptp to example 2.
+        wrong = "2" if case["plugin"] == "cniplug-ptp" else "3"
+        assert not [s.line for s in steps if (f"example {wrong}," in s.note or f"示例{wrong}" in s.note)
+                    and not s.argv[0].startswith(("iptables", "ip6tables"))], "a step points to the wrong example"

@@ -6,56 +6,79 @@
 set -e
 # IPAM (cniplug-host-local) assigned 10.22.0.2/24, fd22::2/64; the reservation is kept by IPAM, not by this script
 # Create the bridge cni0 (tutorial example 2, step 2)
+# The bridge's MAC is fixed at creation (02:00:00:00:00:aa): without it a bridge takes the lowest MAC of its ports, and the gateway's MAC would change whenever a container comes or goes (stale ARP caches)
+# mtu 1400: every link of the network gets the configured MTU (the tutorial keeps the default 1500)
 ip link add cni0 mtu 1400 address 02:00:00:00:00:aa type bridge
 #undo ip link delete cni0
 
 # Create the veth pair veth0a1b2c3d <--> eth0, peer end directly in the container namespace
+# Unlike the tutorial (example 2, step 3, then step 4 moves it), the container end is created inside the container namespace: its name eth0 would clash with the host's own eth0, and moving a device costs 15-50 ms; `address` gives it a fixed MAC
 ip link add veth0a1b2c3d mtu 1400 type veth peer name eth0 mtu 1400 address 02:00:00:00:00:aa netns /run/netns/golden
 #undo ip link delete veth0a1b2c3d
 # Attach veth0a1b2c3d to bridge cni0 and bring it up (tutorial example 2, step 4)
 ip link set veth0a1b2c3d master cni0
+# hairpinMode: the bridge may send a frame back out of the port it came in on, so a container can reach itself through an address that leads back to it (a service's DNAT)
 ip link set veth0a1b2c3d type bridge_slave hairpin on
+# Bring the host end up (tutorial example 2, step 4: `ip link set veth-host up`)
 ip link set veth0a1b2c3d up
+# accept_ra=0 on cni0, veth0a1b2c3d: the host must not take addresses or a default route from IPv6 router advertisements a container sends
 sysctl -w net.ipv6.conf.cni0.accept_ra=0 net.ipv6.conf.veth0a1b2c3d.accept_ra=0
 
 # Configure the container side: addresses, link up, routes (tutorial example 2, step 5)
+# In the container: arp_notify=1 announces the address with a gratuitous ARP when the link comes up (neighbours update at once); IPv6 on, and accept_dad=0 skips duplicate address detection (IPAM made the address unique; DAD would hold it back 1-2 s)
 nsenter --net=/run/netns/golden sysctl -w net.ipv4.conf.eth0.arp_notify=1 net.ipv6.conf.eth0.disable_ipv6=0 net.ipv6.conf.eth0.accept_dad=0
+# The container's address from IPAM (tutorial example 2, step 5: `ip addr add`); `broadcast +` derives the broadcast address from the prefix
 ip -n golden addr add 10.22.0.2/24 dev eth0 broadcast +
 #undo ip -n golden addr del 10.22.0.2/24 dev eth0
+# The container's IPv6 address from IPAM (tutorial example 2, step 5 does the same for IPv4)
 ip -n golden addr add fd22::2/64 dev eth0
 #undo ip -n golden addr del fd22::2/64 dev eth0
+# Bring the container's interface up (tutorial example 2, step 5)
 ip -n golden link set eth0 up
+# Route 0.0.0.0/0 via the gateway, from the config (tutorial example 2, step 5: `ip route add default via ...`)
 ip -n golden route add 0.0.0.0/0 via 10.22.0.1 dev eth0
 #undo ip -n golden route del 0.0.0.0/0 via 10.22.0.1 dev eth0
+# Route ::/0 via the gateway, from the config (tutorial example 2, step 5: `ip route add default via ...`)
 ip -n golden route add ::/0 via fd22::1 dev eth0
 #undo ip -n golden route del ::/0 via fd22::1 dev eth0
 
+# Bring the bridge up (tutorial example 2, step 2: `ip link set br0 up`); after the container's side, as the reference does
 ip link set cni0 up
 # Give the bridge the gateway address 10.22.0.1/24
+# The gateway is the bridge's own address (tutorial example 2, step 2: `ip addr add 10.1.1.1/24 dev br0`): containers send everything else to it
 ip addr add 10.22.0.1/24 dev cni0 broadcast +
 #undo ip addr del 10.22.0.1/24 dev cni0
 # Give the bridge the gateway address fd22::1/64
+# The gateway is the bridge's own address (tutorial example 2, step 2: `ip addr add 10.1.1.1/24 dev br0`): containers send everything else to it
 ip addr add fd22::1/64 dev cni0
 #undo ip addr del fd22::1/64 dev cni0
 
-# Enable IP forwarding (tutorial example 2, step 6)
+# Enable IP forwarding, so the host routes between the containers and the outside (tutorial example 2, step 6); never switched off again, as the reference does: other networks may need it
 sysctl -w net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
 #undo sysctl -w net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
 
 # NAT to the outside: per-container chain CNI-15815ef49e0fdf04a746924c masquerades traffic leaving the subnet
+# A chain of its own for this container, named from a hash of network and container id (the reference's names, so either plugin finds it); -w waits for the xtables lock instead of failing while another program holds it
 iptables -w -t nat -N CNI-15815ef49e0fdf04a746924c
 #undo iptables -w -t nat -X CNI-15815ef49e0fdf04a746924c
+# Traffic to the container's own subnet 10.22.0.0/24 leaves unchanged: ACCEPT ends the chain, so containers see each other's real addresses
 iptables -w -t nat -A CNI-15815ef49e0fdf04a746924c -d 10.22.0.0/24 -m comment --comment 'name: "mynet" id: "c0ffee"' -j ACCEPT
 #undo iptables -w -t nat -D CNI-15815ef49e0fdf04a746924c -d 10.22.0.0/24 -m comment --comment 'name: "mynet" id: "c0ffee"' -j ACCEPT
+# Everything else gets the host's address as its source (tutorial example 2, step 6: `-j MASQUERADE`), except multicast (224.0.0.0/4), which never leaves the link
 iptables -w -t nat -A CNI-15815ef49e0fdf04a746924c ! -d 224.0.0.0/4 -m comment --comment 'name: "mynet" id: "c0ffee"' -j MASQUERADE
 #undo iptables -w -t nat -D CNI-15815ef49e0fdf04a746924c ! -d 224.0.0.0/4 -m comment --comment 'name: "mynet" id: "c0ffee"' -j MASQUERADE
+# Send this container's packets (source 10.22.0.2/32) through the chain; added last, so the chain is complete when the first packet arrives
 iptables -w -t nat -A POSTROUTING -s 10.22.0.2/32 -m comment --comment 'name: "mynet" id: "c0ffee"' -j CNI-15815ef49e0fdf04a746924c
 #undo iptables -w -t nat -D POSTROUTING -s 10.22.0.2/32 -m comment --comment 'name: "mynet" id: "c0ffee"' -j CNI-15815ef49e0fdf04a746924c
+# A chain of its own for this container, named from a hash of network and container id (the reference's names, so either plugin finds it); -w waits for the xtables lock instead of failing while another program holds it
 ip6tables -w -t nat -N CNI-15815ef49e0fdf04a746924c
 #undo ip6tables -w -t nat -X CNI-15815ef49e0fdf04a746924c
+# Traffic to the container's own subnet fd22::/64 leaves unchanged: ACCEPT ends the chain, so containers see each other's real addresses
 ip6tables -w -t nat -A CNI-15815ef49e0fdf04a746924c -d fd22::/64 -m comment --comment 'name: "mynet" id: "c0ffee"' -j ACCEPT
 #undo ip6tables -w -t nat -D CNI-15815ef49e0fdf04a746924c -d fd22::/64 -m comment --comment 'name: "mynet" id: "c0ffee"' -j ACCEPT
+# Everything else gets the host's address as its source (tutorial example 2, step 6: `-j MASQUERADE`), except multicast (ff00::/8), which never leaves the link
 ip6tables -w -t nat -A CNI-15815ef49e0fdf04a746924c ! -d ff00::/8 -m comment --comment 'name: "mynet" id: "c0ffee"' -j MASQUERADE
 #undo ip6tables -w -t nat -D CNI-15815ef49e0fdf04a746924c ! -d ff00::/8 -m comment --comment 'name: "mynet" id: "c0ffee"' -j MASQUERADE
+# Send this container's packets (source fd22::2/128) through the chain; added last, so the chain is complete when the first packet arrives
 ip6tables -w -t nat -A POSTROUTING -s fd22::2/128 -m comment --comment 'name: "mynet" id: "c0ffee"' -j CNI-15815ef49e0fdf04a746924c
 #undo ip6tables -w -t nat -D POSTROUTING -s fd22::2/128 -m comment --comment 'name: "mynet" id: "c0ffee"' -j CNI-15815ef49e0fdf04a746924c

@@ -8,27 +8,37 @@ set -e
 # Bridge cni0 already exists: reuse it
 
 # Create the veth pair veth0a1b2c3d <--> eth0, peer end directly in the container namespace
+# Unlike the tutorial (example 2, step 3, then step 4 moves it), the container end is created inside the container namespace: its name eth0 would clash with the host's own eth0, and moving a device costs 15-50 ms; `address` gives it a fixed MAC
 ip link add veth0a1b2c3d type veth peer name eth0 address 02:42:0a:16:00:09 netns /run/netns/golden
 #undo ip link delete veth0a1b2c3d
 # Attach veth0a1b2c3d to bridge cni0 and bring it up (tutorial example 2, step 4)
 ip link set veth0a1b2c3d master cni0
+# Bring the host end up (tutorial example 2, step 4: `ip link set veth-host up`)
 ip link set veth0a1b2c3d up
+# accept_ra=0 on veth0a1b2c3d: the host must not take addresses or a default route from IPv6 router advertisements a container sends
 sysctl -w net.ipv6.conf.veth0a1b2c3d.accept_ra=0
 
 # Configure the container side: addresses, link up, routes (tutorial example 2, step 5)
+# In the container: arp_notify=1 announces the address with a gratuitous ARP when the link comes up (neighbours update at once); IPv6 on, and accept_dad=0 skips duplicate address detection (IPAM made the address unique; DAD would hold it back 1-2 s)
 nsenter --net=/run/netns/golden sysctl -w net.ipv4.conf.eth0.arp_notify=1 net.ipv6.conf.eth0.accept_dad=0
+# The container's address from IPAM (tutorial example 2, step 5: `ip addr add`); `broadcast +` derives the broadcast address from the prefix
 ip -n golden addr add 10.22.0.2/24 dev eth0 broadcast +
 #undo ip -n golden addr del 10.22.0.2/24 dev eth0
+# Bring the container's interface up (tutorial example 2, step 5)
 ip -n golden link set eth0 up
 
 # Bridge already has gateway address 10.22.0.1/24
 
 # NAT to the outside: per-container chain CNI-15815ef49e0fdf04a746924c masquerades traffic leaving the subnet
+# A chain of its own for this container, named from a hash of network and container id (the reference's names, so either plugin finds it); -w waits for the xtables lock instead of failing while another program holds it
 iptables -w -t nat -N CNI-15815ef49e0fdf04a746924c
 #undo iptables -w -t nat -X CNI-15815ef49e0fdf04a746924c
+# Traffic to the container's own subnet 10.22.0.0/24 leaves unchanged: ACCEPT ends the chain, so containers see each other's real addresses
 iptables -w -t nat -A CNI-15815ef49e0fdf04a746924c -d 10.22.0.0/24 -m comment --comment 'name: "mynet" id: "c0ffee"' -j ACCEPT
 #undo iptables -w -t nat -D CNI-15815ef49e0fdf04a746924c -d 10.22.0.0/24 -m comment --comment 'name: "mynet" id: "c0ffee"' -j ACCEPT
+# Everything else gets the host's address as its source (tutorial example 2, step 6: `-j MASQUERADE`), except multicast (224.0.0.0/4), which never leaves the link
 iptables -w -t nat -A CNI-15815ef49e0fdf04a746924c ! -d 224.0.0.0/4 -m comment --comment 'name: "mynet" id: "c0ffee"' -j MASQUERADE
 #undo iptables -w -t nat -D CNI-15815ef49e0fdf04a746924c ! -d 224.0.0.0/4 -m comment --comment 'name: "mynet" id: "c0ffee"' -j MASQUERADE
+# Send this container's packets (source 10.22.0.2/32) through the chain; added last, so the chain is complete when the first packet arrives
 iptables -w -t nat -A POSTROUTING -s 10.22.0.2/32 -m comment --comment 'name: "mynet" id: "c0ffee"' -j CNI-15815ef49e0fdf04a746924c
 #undo iptables -w -t nat -D POSTROUTING -s 10.22.0.2/32 -m comment --comment 'name: "mynet" id: "c0ffee"' -j CNI-15815ef49e0fdf04a746924c

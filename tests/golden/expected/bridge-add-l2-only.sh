@@ -5,18 +5,24 @@
 # takes back the step above it when a later step fails; bash reads it as a comment.
 set -e
 # Create the bridge cni0 (tutorial example 2, step 2)
+# The bridge's MAC is fixed at creation (02:00:00:00:00:aa): without it a bridge takes the lowest MAC of its ports, and the gateway's MAC would change whenever a container comes or goes (stale ARP caches)
 ip link add cni0 address 02:00:00:00:00:aa type bridge
 #undo ip link delete cni0
 
 # Create the veth pair veth0a1b2c3d <--> eth0, peer end directly in the container namespace
+# Unlike the tutorial (example 2, step 3, then step 4 moves it), the container end is created inside the container namespace: its name eth0 would clash with the host's own eth0, and moving a device costs 15-50 ms; `address` gives it a fixed MAC
 ip link add veth0a1b2c3d type veth peer name eth0 address 02:00:00:00:00:aa netns /run/netns/golden
 #undo ip link delete veth0a1b2c3d
 # Attach veth0a1b2c3d to bridge cni0 and bring it up (tutorial example 2, step 4)
 ip link set veth0a1b2c3d master cni0
+# Bring the host end up (tutorial example 2, step 4: `ip link set veth-host up`)
 ip link set veth0a1b2c3d up
+# accept_ra=0 on cni0, veth0a1b2c3d: the host must not take addresses or a default route from IPv6 router advertisements a container sends
 sysctl -w net.ipv6.conf.cni0.accept_ra=0 net.ipv6.conf.veth0a1b2c3d.accept_ra=0
 
 # Configure the container side: addresses, link up, routes (tutorial example 2, step 5)
+# Bring the container's interface up (tutorial example 2, step 5)
 ip -n golden link set eth0 up
 
+# Bring the bridge up (tutorial example 2, step 2: `ip link set br0 up`); after the container's side, as the reference does
 ip link set cni0 up

@@ -6,28 +6,37 @@
 set -e
 # IPAM (cniplug-host-local) assigned 10.22.0.2/24; the reservation is kept by IPAM, not by this script
 # Create the bridge cni0 (tutorial example 2, step 2)
+# The bridge's MAC is fixed at creation (02:00:00:00:00:aa): without it a bridge takes the lowest MAC of its ports, and the gateway's MAC would change whenever a container comes or goes (stale ARP caches)
 ip link add cni0 address 02:00:00:00:00:aa type bridge
 #undo ip link delete cni0
 
 # Create the veth pair veth0a1b2c3d <--> eth0, peer end directly in the container namespace
+# Unlike the tutorial (example 2, step 3, then step 4 moves it), the container end is created inside the container namespace: its name eth0 would clash with the host's own eth0, and moving a device costs 15-50 ms; `address` gives it a fixed MAC
 ip link add veth0a1b2c3d type veth peer name eth0 address 02:00:00:00:00:aa netns /run/netns/golden
 #undo ip link delete veth0a1b2c3d
 # Attach veth0a1b2c3d to bridge cni0 and bring it up (tutorial example 2, step 4)
 ip link set veth0a1b2c3d master cni0
+# Bring the host end up (tutorial example 2, step 4: `ip link set veth-host up`)
 ip link set veth0a1b2c3d up
+# accept_ra=0 on cni0, veth0a1b2c3d: the host must not take addresses or a default route from IPv6 router advertisements a container sends
 sysctl -w net.ipv6.conf.cni0.accept_ra=0 net.ipv6.conf.veth0a1b2c3d.accept_ra=0
 
 # Configure the container side: addresses, link up, routes (tutorial example 2, step 5)
+# In the container: arp_notify=1 announces the address with a gratuitous ARP when the link comes up (neighbours update at once); IPv6 on, and accept_dad=0 skips duplicate address detection (IPAM made the address unique; DAD would hold it back 1-2 s)
 nsenter --net=/run/netns/golden sysctl -w net.ipv4.conf.eth0.arp_notify=1 net.ipv6.conf.eth0.accept_dad=0
+# The container's address from IPAM (tutorial example 2, step 5: `ip addr add`); `broadcast +` derives the broadcast address from the prefix
 ip -n golden addr add 10.22.0.2/24 dev eth0 broadcast +
 #undo ip -n golden addr del 10.22.0.2/24 dev eth0
+# Bring the container's interface up (tutorial example 2, step 5)
 ip -n golden link set eth0 up
 
+# Bring the bridge up (tutorial example 2, step 2: `ip link set br0 up`); after the container's side, as the reference does
 ip link set cni0 up
 # Give the bridge the gateway address 10.22.0.1/24
+# The gateway is the bridge's own address (tutorial example 2, step 2: `ip addr add 10.1.1.1/24 dev br0`): containers send everything else to it
 ip addr add 10.22.0.1/24 dev cni0 broadcast +
 #undo ip addr del 10.22.0.1/24 dev cni0
 
-# Enable IP forwarding (tutorial example 2, step 6)
+# Enable IP forwarding, so the host routes between the containers and the outside (tutorial example 2, step 6); never switched off again, as the reference does: other networks may need it
 sysctl -w net.ipv4.ip_forward=1
 #undo sysctl -w net.ipv4.ip_forward=0

@@ -4,10 +4,13 @@
 # `iptables-restore --noflush`: fewer processes, the same effect. An `#undo` line says how the plugin
 # takes back the step above it when a later step fails; bash reads it as a comment.
 set -e
-# Delete the container interface; its veth peer on the host goes with it
+# Delete the container interface eth0; its veth peer on the host, the host routes and addresses on it go with it (`|| true`: DEL never fails because something is already gone)
 ip -n golden link delete eth0 || true
 
 # Remove the NAT chain CNI-15815ef49e0fdf04a746924c and the rules jumping to it
+# Stop sending the container's packets to the chain (`|| true`: already gone is fine)
 iptables -w -t nat -D POSTROUTING -s 10.22.0.2/32 -m comment --comment 'name: "mynet" id: "c0ffee"' -j CNI-15815ef49e0fdf04a746924c || true
+# Empty the chain CNI-15815ef49e0fdf04a746924c
 iptables -w -t nat -F CNI-15815ef49e0fdf04a746924c || true
+# Delete the chain CNI-15815ef49e0fdf04a746924c
 iptables -w -t nat -X CNI-15815ef49e0fdf04a746924c || true

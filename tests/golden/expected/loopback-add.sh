@@ -4,6 +4,6 @@
 # `iptables-restore --noflush`: fewer processes, the same effect. An `#undo` line says how the plugin
 # takes back the step above it when a later step fails; bash reads it as a comment.
 set -e
-# Bring the loopback interface up in the container (tutorial example 1, step 4)
+# Bring lo up in the container (tutorial example 1, step 4: `ip link set lo up`): without it even 127.0.0.1 is unreachable inside
 ip -n golden link set lo up
 #undo ip -n golden link set lo down

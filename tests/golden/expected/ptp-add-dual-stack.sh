@@ -5,62 +5,89 @@
 # takes back the step above it when a later step fails; bash reads it as a comment.
 set -e
 # IPAM (cniplug-host-local) assigned 10.22.0.2/24, fd22::2/64; the reservation is kept by IPAM, not by this script
-# Create the veth pair veth0a1b2c3d <--> eth0, peer end directly in the container namespace
+# Create the veth pair veth0a1b2c3d <--> eth0: the link between the host, which acts as the router, and the container (tutorial example 3, step 2)
+# Unlike the tutorial (example 3, step 2, then step 3 moves it), the container end is created inside the container namespace: its name eth0 would clash with the host's own eth0, and moving a device costs 15-50 ms; `address` gives it a fixed MAC
 ip link add veth0a1b2c3d mtu 1450 type veth peer name eth0 mtu 1450 address 02:00:00:00:00:aa netns /run/netns/golden
 #undo ip link delete veth0a1b2c3d
 
 # Host side: gateway address on veth0a1b2c3d and a host route to each container address
+# Bring the host end up (tutorial example 3, step 4: the router brings its ends up)
 ip link set veth0a1b2c3d up
+# The gateway address on the host end, as a single address (10.22.0.1/32): a point-to-point link needs no subnet, and the same gateway address sits on every container's host end (example 3 gives the router one address per link)
 ip addr add 10.22.0.1/32 dev veth0a1b2c3d
 #undo ip addr del 10.22.0.1/32 dev veth0a1b2c3d
+# How the host reaches the container: a route to exactly its address (10.22.0.2/32) through this veth; scope host, as the reference sets it (example 3's router learns its clients' subnets from its addresses instead)
 ip route add 10.22.0.2/32 dev veth0a1b2c3d scope host
 #undo ip route del 10.22.0.2/32 dev veth0a1b2c3d scope host
+# The gateway address on the host end, as a single address (fd22::1/128): a point-to-point link needs no subnet, and the same gateway address sits on every container's host end (example 3 gives the router one address per link)
+# nodad: a two-ended link has no duplicate to detect, so the address is usable at once
 ip addr add fd22::1/128 dev veth0a1b2c3d nodad
 #undo ip addr del fd22::1/128 dev veth0a1b2c3d
+# How the host reaches the container: a route to exactly its address (fd22::2/128) through this veth; scope host, as the reference sets it (example 3's router learns its clients' subnets from its addresses instead)
 ip route add fd22::2/128 dev veth0a1b2c3d scope host
 #undo ip route del fd22::2/128 dev veth0a1b2c3d scope host
-# Ignore IPv6 router advertisements on veth0a1b2c3d
-# Enable IP forwarding (tutorial example 2, step 6)
+# accept_ra=0 on veth0a1b2c3d: the host must not take addresses or a default route from IPv6 router advertisements a container sends
+# Enable IP forwarding, so the host routes between the containers and the outside (tutorial example 3, step 5); never switched off again, as the reference does: other networks may need it
 sysctl -w net.ipv6.conf.veth0a1b2c3d.accept_ra=0 net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
 #undo sysctl -w net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
 
 # Container side: addresses, link up, routes via the gateway on the point-to-point link
+# The container's address from IPAM (tutorial example 3, step 4: `ip addr add`); `broadcast +` derives the broadcast address from the prefix
 ip -n golden addr add 10.22.0.2/24 dev eth0 broadcast +
 #undo ip -n golden addr del 10.22.0.2/24 dev eth0
+# The container's IPv6 address from IPAM (tutorial example 3, step 4 does the same for IPv4)
+# nodad: a two-ended link has no duplicate to detect, so the address is usable at once
 ip -n golden addr add fd22::2/64 dev eth0 nodad
 #undo ip -n golden addr del fd22::2/64 dev eth0
+# Bring the container's interface up (tutorial example 3, step 4)
 ip -n golden link set eth0 up
+# Route 0.0.0.0/0 via the gateway, from the config (tutorial example 3, step 4: `ip route add default via ...`)
 ip -n golden route add 0.0.0.0/0 via 10.22.0.1 dev eth0
 #undo ip -n golden route del 0.0.0.0/0 via 10.22.0.1 dev eth0
+# Route ::/0 via the gateway, from the config (tutorial example 3, step 4: `ip route add default via ...`)
 ip -n golden route add ::/0 via fd22::1 dev eth0
 #undo ip -n golden route del ::/0 via fd22::1 dev eth0
+# Point-to-point in the container, 1 of 3: drop the kernel's on-link route to the whole subnet 10.22.0.0/24 (no neighbour is on this link but the host)
 ip -n golden route del 10.22.0.0/24 dev eth0
 #undo ip -n golden route add 10.22.0.0/24 dev eth0 scope link src 10.22.0.2 proto kernel
+# 2 of 3: the gateway 10.22.0.1 is reached directly on the link (scope link)
 ip -n golden route add 10.22.0.1/32 dev eth0 scope link src 10.22.0.2
 #undo ip -n golden route del 10.22.0.1/32 dev eth0 scope link src 10.22.0.2
+# 3 of 3: the rest of 10.22.0.0/24 goes via the gateway too, so even neighbours in the subnet are reached through the host (the router of example 3)
 ip -n golden route add 10.22.0.0/24 via 10.22.0.1 dev eth0 src 10.22.0.2
 #undo ip -n golden route del 10.22.0.0/24 via 10.22.0.1 dev eth0 src 10.22.0.2
+# Point-to-point in the container, 1 of 3: drop the kernel's on-link route to the whole subnet fd22::/64 (no neighbour is on this link but the host)
 ip -n golden route del fd22::/64 dev eth0
 #undo ip -n golden route add fd22::/64 dev eth0 scope link src fd22::2 proto kernel
+# 2 of 3: the gateway fd22::1 is reached directly on the link (scope link)
 ip -n golden route add fd22::1/128 dev eth0 scope link src fd22::2
 #undo ip -n golden route del fd22::1/128 dev eth0 scope link src fd22::2
+# 3 of 3: the rest of fd22::/64 goes via the gateway too, so even neighbours in the subnet are reached through the host (the router of example 3)
 ip -n golden route add fd22::/64 via fd22::1 dev eth0 src fd22::2
 #undo ip -n golden route del fd22::/64 via fd22::1 dev eth0 src fd22::2
 
 # NAT to the outside: per-container chain CNI-f63ad7b5dfde29d33643b6a0 masquerades traffic leaving the subnet
+# A chain of its own for this container, named from a hash of network and container id (the reference's names, so either plugin finds it); -w waits for the xtables lock instead of failing while another program holds it
 iptables -w -t nat -N CNI-f63ad7b5dfde29d33643b6a0
 #undo iptables -w -t nat -X CNI-f63ad7b5dfde29d33643b6a0
+# Traffic to the container's own subnet 10.22.0.0/24 leaves unchanged: ACCEPT ends the chain, so containers see each other's real addresses
 iptables -w -t nat -A CNI-f63ad7b5dfde29d33643b6a0 -d 10.22.0.0/24 -m comment --comment 'name: "pnet" id: "c0ffee"' -j ACCEPT
 #undo iptables -w -t nat -D CNI-f63ad7b5dfde29d33643b6a0 -d 10.22.0.0/24 -m comment --comment 'name: "pnet" id: "c0ffee"' -j ACCEPT
+# Everything else gets the host's address as its source (tutorial example 2, step 6: `-j MASQUERADE`), except multicast (224.0.0.0/4), which never leaves the link
 iptables -w -t nat -A CNI-f63ad7b5dfde29d33643b6a0 ! -d 224.0.0.0/4 -m comment --comment 'name: "pnet" id: "c0ffee"' -j MASQUERADE
 #undo iptables -w -t nat -D CNI-f63ad7b5dfde29d33643b6a0 ! -d 224.0.0.0/4 -m comment --comment 'name: "pnet" id: "c0ffee"' -j MASQUERADE
+# Send this container's packets (source 10.22.0.2/32) through the chain; added last, so the chain is complete when the first packet arrives
 iptables -w -t nat -A POSTROUTING -s 10.22.0.2/32 -m comment --comment 'name: "pnet" id: "c0ffee"' -j CNI-f63ad7b5dfde29d33643b6a0
 #undo iptables -w -t nat -D POSTROUTING -s 10.22.0.2/32 -m comment --comment 'name: "pnet" id: "c0ffee"' -j CNI-f63ad7b5dfde29d33643b6a0
+# A chain of its own for this container, named from a hash of network and container id (the reference's names, so either plugin finds it); -w waits for the xtables lock instead of failing while another program holds it
 ip6tables -w -t nat -N CNI-f63ad7b5dfde29d33643b6a0
 #undo ip6tables -w -t nat -X CNI-f63ad7b5dfde29d33643b6a0
+# Traffic to the container's own subnet fd22::/64 leaves unchanged: ACCEPT ends the chain, so containers see each other's real addresses
 ip6tables -w -t nat -A CNI-f63ad7b5dfde29d33643b6a0 -d fd22::/64 -m comment --comment 'name: "pnet" id: "c0ffee"' -j ACCEPT
 #undo ip6tables -w -t nat -D CNI-f63ad7b5dfde29d33643b6a0 -d fd22::/64 -m comment --comment 'name: "pnet" id: "c0ffee"' -j ACCEPT
+# Everything else gets the host's address as its source (tutorial example 2, step 6: `-j MASQUERADE`), except multicast (ff00::/8), which never leaves the link
 ip6tables -w -t nat -A CNI-f63ad7b5dfde29d33643b6a0 ! -d ff00::/8 -m comment --comment 'name: "pnet" id: "c0ffee"' -j MASQUERADE
 #undo ip6tables -w -t nat -D CNI-f63ad7b5dfde29d33643b6a0 ! -d ff00::/8 -m comment --comment 'name: "pnet" id: "c0ffee"' -j MASQUERADE
+# Send this container's packets (source fd22::2/128) through the chain; added last, so the chain is complete when the first packet arrives
 ip6tables -w -t nat -A POSTROUTING -s fd22::2/128 -m comment --comment 'name: "pnet" id: "c0ffee"' -j CNI-f63ad7b5dfde29d33643b6a0
 #undo ip6tables -w -t nat -D POSTROUTING -s fd22::2/128 -m comment --comment 'name: "pnet" id: "c0ffee"' -j CNI-f63ad7b5dfde29d33643b6a0

@@ -4,5 +4,5 @@
 # `iptables-restore --noflush`: fewer processes, the same effect. An `#undo` line says how the plugin
 # takes back the step above it when a later step fails; bash reads it as a comment.
 set -e
-# Delete the container interface; its veth peer on the host goes with it
+# Delete the container interface eth0; its veth peer on the host, the host routes and addresses on it go with it (`|| true`: DEL never fails because something is already gone)
 ip -n golden link delete eth0 || true
