@@ -24,7 +24,7 @@ import sys
 import tempfile
 from importlib import import_module
 
-from cniplug import fastpath
+from cniplug import fastpath, rundir
 
 # Everything a call imports, so that no child pays for an import (cli pulls in argparse: ~4 ms).
 PRELOAD = ("cniplug.cli", "cniplug.plugins.bridge", "cniplug.plugins.ptp", "cniplug.plugins.loopback",
@@ -113,7 +113,10 @@ def main(path: str = fastpath.SOCKET) -> int:
         print("cniplug helper must run as root", file=sys.stderr)
         return 1
     preload()
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    if os.path.dirname(path) == rundir.RUN_DIR:
+        rundir.ensure()
+    else:  # a private path (tests): made 0700 if missing, an existing directory is left as it is
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     if os.path.exists(path):
         os.unlink(path)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from cniplug import facts, ipam, skel
+from cniplug import facts, ipam, rundir, skel
 from cniplug.plugins import common
 from cniplug.skel import Request, check_ifname
 from cniplug.spec import (
@@ -23,12 +23,10 @@ from cniplug.spec import (
     CNIError,
 )
 
-LOCK_DIR = "/run/cniplug"
-
 
 def lock_path(bridge: str) -> str:
-    """The lock file of one bridge (kept once created; whoever deletes a bridge of its own removes it)."""
-    return f"{LOCK_DIR}/bridge-{bridge}.lock"
+    """The lock file of one bridge in /run/cniplug (GC removes those of bridges that are gone)."""
+    return f"{rundir.RUN_DIR}/bridge-{bridge}.lock"
 
 
 @dataclass
@@ -91,7 +89,7 @@ def bridge_lock(name: str) -> Iterator[Callable[[], None]]:
     stay consistent. An ADD that changes none of that releases it after its probes (see add), so
     ADDs on a ready bridge run in parallel. Waiting longer than LOCK_TIMEOUT is "try again later" (11).
     """
-    os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
+    rundir.ensure()
     fd = os.open(lock_path(name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     held = [fd]
 
