@@ -25,7 +25,7 @@ RUNNER_FACTORY = Runner
 
 def perform(req: Request, template: str, best_effort: bool = False, **context: Any) -> str | None:
     """Render the template; with --dry-run return the script text, else run it (rollback on failure)."""
-    context.setdefault("lang", "en")
+    context.setdefault("lang", req.lang)
     body = render.render(template, **context)
     parsed = script.parse(body)
     if req.dry_run:
