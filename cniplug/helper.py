@@ -86,6 +86,9 @@ def serve_one(conn: socket.socket) -> None:
         code = skel.run(handlers, about, argv=argv, environ=env, stdin=io.BytesIO(stdin), stdout=out)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
+    except (cli.UsageError, ValueError) as exc:  # an unknown plugin name, a request that is not ours
+        err.write(f"cniplug helper: {exc}\n")
+        code = 2
     except BaseException as exc:  # report, never hang the caller
         err.write(f"cniplug helper: {type(exc).__name__}: {exc}\n")
         code = 1
@@ -109,9 +112,14 @@ def peer_uid(conn: socket.socket) -> int:
 
 
 def main(path: str = fastpath.SOCKET) -> int:
+    """`cniplug helper`: serve on the unix socket `path` until SIGTERM; 0. 1 when not root, 2 for a relative
+    path; OSError when the socket cannot be made (`cniplug` prints it on one line)."""
     if os.geteuid() != 0:
-        print("cniplug helper must run as root", file=sys.stderr)
+        print("cniplug helper: must run as root", file=sys.stderr)
         return 1
+    if not os.path.isabs(path):
+        print(f"cniplug helper: --socket must be an absolute path, not {path!r}", file=sys.stderr)
+        return 2
     preload()
     if os.path.dirname(path) == rundir.RUN_DIR:
         rundir.ensure()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
+import time
 from typing import Any
 
 from cniplug import facts, render, runner, script
@@ -65,6 +66,43 @@ def render_example(example: int, lang: str = "en", prefix: str = "", subnet: str
     return script.parse(body)
 
 
+def execute(argv: list[str]) -> runner.Completed:
+    """runner.execute, with a command that cannot be found reported as a failed step (exit 127)."""
+    try:
+        return runner.execute(argv)
+    except CNIError as err:
+        return runner.Completed(argv=argv, rc=127, stderr=err.msg)
+
+
+def missing_tools(parsed: script.Script) -> list[str]:
+    """The commands of the script's steps and undo lines that cannot be found (runner.which)."""
+    missing = []
+    for argv in [step.argv for step in parsed.steps] + [undo for step in parsed.steps for undo in step.undo]:
+        try:
+            runner.which(argv[0])
+        except CNIError:
+            if argv[0] not in missing:
+                missing.append(argv[0])
+    return missing
+
+
+SYS_NET = "/sys/class/net"
+
+
+def wait_gone(names: list[str], timeout: float = 10.0) -> list[str]:
+    """Wait until no link of these names is left in this namespace; the names still there after `timeout` s.
+
+    The kernel removes the host end of a veth whose peer's namespace was deleted asynchronously, after
+    `ip netns delete` has returned (issue #12, item 6): "done" is said only once they are gone.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [name for name in names if os.path.exists(f"{SYS_NET}/{name}")]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
 def run(parsed: script.Script, out: Any = sys.stdout) -> bool:
     """Run every step, reporting as it goes; undo everything at the end (or at the first failure)."""
     done: list[script.Step] = []
@@ -73,7 +111,7 @@ def run(parsed: script.Script, out: Any = sys.stdout) -> bool:
     for i, step in enumerate(parsed.steps, 1):
         if step.note:
             print(f"\n# {step.note}", file=out)
-        result = runner.execute(step.argv)
+        result = execute(step.argv)
         status = "ok" if result.rc == 0 else f"FAILED (exit {result.rc})"
         print(f"[{i}/{total}] {' '.join(step.argv)}  -> {status}", file=out)
         if step.argv[-3:-1] == ["-c", "3"] or "ping" in step.argv:
@@ -87,13 +125,16 @@ def run(parsed: script.Script, out: Any = sys.stdout) -> bool:
     print("\n# Clean up: undo every step in reverse", file=out)
     for step in reversed(done):
         for undo in step.undo:
-            result = runner.execute(undo)
+            result = execute(undo)
             gone = result.rc != 0
             print(f"  {' '.join(undo)}  -> {'already gone' if gone else 'ok'}", file=out)
     return ok
 
 
 def main(example: int, lang: str, prefix: str, subnet: str, do_run: bool) -> int:
+    """Print the example's script, or with do_run run it (root) and undo it; 0 if every ping passed and
+    nothing is left, 1 if not (or not root, or a command is missing), 2 for a bad --prefix or --subnet."""
+    ctx: dict[str, Any] = {}
     try:
         if do_run:
             prefix = prefix or RUN_PREFIX
@@ -102,7 +143,7 @@ def main(example: int, lang: str, prefix: str, subnet: str, do_run: bool) -> int
                 return 1
             ctx = context(example, prefix, subnet)
             taken = [v for v in ctx.values() if isinstance(v, str) and v.startswith(prefix)
-                     and (os.path.exists(f"/run/netns/{v}") or os.path.exists(f"/sys/class/net/{v}"))]
+                     and (os.path.exists(f"/run/netns/{v}") or os.path.exists(f"{SYS_NET}/{v}"))]
             if taken:
                 print(f"refusing to run: {', '.join(taken)} already exist(s); choose another --prefix", file=sys.stderr)
                 return 1
@@ -113,6 +154,15 @@ def main(example: int, lang: str, prefix: str, subnet: str, do_run: bool) -> int
     if not do_run:
         sys.stdout.write(parsed.text)
         return 0
+    missing = missing_tools(parsed)
+    if missing:
+        print(f"cniplug tutorial: command not found: {', '.join(missing)} (install iproute2, iptables, "
+              f"procps, iputils-ping)", file=sys.stderr)
+        return 1
     ok = run(parsed)
+    left = wait_gone([v for v in ctx.values() if isinstance(v, str) and v.startswith(prefix)])
+    if left:
+        print(f"\nstill present after the clean-up: {', '.join(left)}")
+        ok = False
     print(f"\ntutorial example {example}: {'passed' if ok else 'FAILED'}")
     return 0 if ok else 1
