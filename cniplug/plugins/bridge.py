@@ -84,12 +84,13 @@ LOCK_TIMEOUT = 120.0
 def bridge_lock(name: str) -> Iterator[Callable[[], None]]:
     """Serialise plugin runs on one bridge; yields a function that releases the lock early.
 
+    CNIError 999 when the lock file cannot be opened (not root), 11 when it stays busy (below).
+
     The lock covers the probes and every change to what containers share (the bridge itself, its
     state and gateway address, forwarding): creating the bridge, its gateway and a rollback of those
     stay consistent. An ADD that changes none of that releases it after its probes (see add), so
     ADDs on a ready bridge run in parallel. Waiting longer than LOCK_TIMEOUT is "try again later" (11).
     """
-    rundir.ensure()
     path = lock_path(name)
     held: list[int] = []
 
@@ -99,7 +100,12 @@ def bridge_lock(name: str) -> Iterator[Callable[[], None]]:
 
     try:
         while not held:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                rundir.ensure()
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as err:  # e.g. not root
+                raise CNIError(ERR_INTERNAL, f"cannot open the lock of bridge {name!r}: {err}",
+                               "cniplug-bridge runs as root") from None
             held.append(fd)
             common.flock_with_timeout(fd, LOCK_TIMEOUT, f"bridge {name!r} is busy")
             if not same_file(fd, path):  # GC unlinked it between our open and flock: lock the new one

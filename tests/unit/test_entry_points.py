@@ -11,9 +11,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -337,3 +339,36 @@ def test_helper_protocol_missing_tool(monkeypatch: pytest.MonkeyPatch, tmp_path:
     env = {**ENV, "CNI_COMMAND": "STATUS", "PATH": str(tmp_path)}
     rc, out, err = ask_helper(request("cniplug-bridge", [], env, config("cniplug-bridge", tmp_path, "1.1.0")))
     assert rc == 1 and json.loads(out)["msg"] == "command 'ip' not found", (out, err)
+
+
+@pytest.fixture
+def public_bin_dir() -> Iterator[Path]:
+    """Installed executables another user can run (pytest's tmp dirs are root's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="tep-bin-"))
+    try:
+        path.chmod(0o755)
+        subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(path)], check=True,
+                       capture_output=True, env={**os.environ, "PYTHONPATH": ROOT})
+        yield path
+    finally:
+        shutil.rmtree(path)
+
+
+@needs_root
+@pytest.mark.parametrize("entry", ["module", "installed"])
+def test_bridge_add_as_a_user_that_is_not_root_is_a_cni_error(entry: str, public_bin_dir: Path,
+                                                              tmp_path: Path) -> None:
+    """Not a PermissionError trace: the lock under /run/cniplug cannot be opened, and the error says so."""
+    bin_dir = public_bin_dir
+    netns = f"tep-nr{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        proc = subprocess.run(plugin_argv("cniplug-bridge", entry, bin_dir),
+                              env={**ENV, "CNI_NETNS": f"/run/netns/{netns}", "HOME": "/nonexistent"},
+                              input=config("cniplug-bridge", tmp_path), capture_output=True, user=65534, timeout=60,
+                              cwd="/")
+    finally:
+        subprocess.run(["ip", "netns", "delete", netns], capture_output=True)
+    assert proc.returncode == 1, proc
+    assert json.loads(proc.stdout)["msg"].startswith("cannot open the lock of bridge 'tepbr0'"), proc.stdout
+    no_traceback(proc.stderr.decode())
