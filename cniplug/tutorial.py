@@ -149,7 +149,7 @@ def main(example: int, lang: str, prefix: str, subnet: str, do_run: bool) -> int
                 return 1
         parsed = render_example(example, lang, prefix, subnet)
     except CNIError as err:
-        print(f"cniplug tutorial: {err.msg} {err.details}".strip(), file=sys.stderr)
+        print(f"cniplug tutorial: {err.msg}" + (f" ({err.details})" if err.details else ""), file=sys.stderr)
         return 2
     if not do_run:
         sys.stdout.write(parsed.text)
