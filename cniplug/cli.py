@@ -218,9 +218,13 @@ def parser() -> argparse.ArgumentParser:
 def dispatch(argv: list[str]) -> int:
     """Run one `cniplug` command line; the exit code. Raises UsageError, CNIError, OSError on bad input."""
     if argv[:1] == ["plugin"]:
+        usage = (f"usage: cniplug plugin NAME [--dry-run] [--lang en|zh] [--version] [--help]; "
+                 f"NAME one of {', '.join(PLUGINS)}")
+        if argv[1:] in (["-h"], ["--help"]):
+            print(usage)
+            return 0
         if len(argv) < 2 or argv[1].startswith("-"):
-            raise UsageError(f"usage: cniplug plugin NAME [--dry-run] [--lang en|zh] [--version] [--help]; "
-                             f"NAME one of {', '.join(PLUGINS)}")
+            raise UsageError(usage)
         run_plugin(argv[1], argv[2:])
         return 0
     if argv[:1] == ["bench"]:

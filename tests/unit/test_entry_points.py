@@ -127,6 +127,9 @@ def test_unknown_plugin_name_is_one_line(tmp_path: Path) -> None:
                               timeout=30)
         err = proc.stderr.decode()
         assert proc.returncode == 2 and len(err.splitlines()) == 1 and err.startswith("cniplug plugin: "), err
+    helped = subprocess.run([sys.executable, "-m", "cniplug", "plugin", "--help"], env=ENV, capture_output=True,
+                            text=True, timeout=30)
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: cniplug plugin NAME"), helped
     assert "unknown plugin 'nope'; known: cniplug-bridge" in subprocess.run(
         [sys.executable, "-m", "cniplug", "plugin", "nope"], env=ENV, capture_output=True, text=True).stderr
 
