@@ -44,6 +44,7 @@ from cniplug.plugins.common import chain_name
 REFERENCE_DIR = "/usr/lib/cni"
 CNI_VERSION = "1.0.0"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+TOOLS = ("ip", "iptables", "iptables-save", "ip6tables", "ip6tables-save")  # run_quiet's, looked up on PATH
 PREFIX = "cnb"  # every namespace, link and network name this creates starts with it
 NET_PREFIX = "cnbnet-"
 POOL = 4  # workers for untimed work (populating a bridge, cleaning up)
@@ -627,6 +628,7 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--short", action="store_true",
                         help="CI mode: 3 rounds, populations 0 and 5, 5 parallel ADDs (numbers are not meaningful)")
     parser.add_argument("--json", metavar="FILE", help="also write every row and sample as JSON")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the Python traceback too")
     parser.add_argument("--helper", action="store_true",
                         help="measure ours with a warm `cniplug helper` (what a node with the helper service runs)")
     args = parser.parse_args(argv)
@@ -647,6 +649,10 @@ def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     if os.geteuid() != 0:
         print("cniplug bench needs root (it creates namespaces, bridges and NAT rules)", file=sys.stderr)
+        return 2
+    tools = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if tools:
+        print(f"cniplug bench: command not found on PATH: {', '.join(tools)}", file=sys.stderr)
         return 2
     needed = [f"{REFERENCE_DIR}/{kind}" for kind in ("bridge", "ptp", "host-local")]
     missing = [path for path in needed if not os.access(path, os.X_OK)]

@@ -24,6 +24,44 @@ MAGIC = b"cniplug-helper/3\n"
 STATS_ENV = "CNIPLUG_HELPER_STATS"  # set (by `cniplug bench`): the client prints the helper's CPU/RSS on stderr
 
 
+FLAGS = {"--dry-run": "dry_run", "--version": "version", "--help": "help", "-h": "help"}
+LANGS = ("en", "zh")  # the languages of the scripts' explanations (i18n.py)
+USAGE = ("usage: {prog} [--dry-run] [--lang en|zh] [--version] [--help]\n"
+         "  A CNI plugin: the runtime passes CNI_* variables and the network config on stdin, no arguments.\n"
+         "  --dry-run     print the bash script the call would run, change nothing\n"
+         "  --lang en|zh  language of the script's explanations (default: $CNIPLUG_LANG, else en)\n"
+         "  --version     print the supported CNI versions\n")
+
+
+def parse_options(argv: list[str], env_lang: str = "") -> tuple[dict[str, str], str]:
+    """A plugin's command line -> (options, problem).
+
+    Options: "dry_run", "version", "help" ("1" or ""), "lang" (en or zh; `env_lang`, the value of
+    CNIPLUG_LANG, when valid, else en). `problem` is "" or one line saying what is wrong: an unknown
+    argument or a bad --lang value. The rule (issue #12 item 1): runtimes pass no arguments, people
+    pass only these, and anything else is refused before stdin is read or anything runs.
+    """
+    opts = {"dry_run": "", "version": "", "help": "", "lang": env_lang if env_lang in LANGS else "en"}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in FLAGS:
+            opts[FLAGS[arg]] = "1"
+        elif arg == "--lang" or arg.startswith("--lang="):
+            if arg == "--lang":
+                i += 1
+                value = argv[i] if i < len(argv) else ""
+            else:
+                value = arg[len("--lang="):]
+            if value not in LANGS:
+                return opts, f"--lang: expected one of {', '.join(LANGS)}, got {value!r}"
+            opts["lang"] = value
+        else:
+            return opts, f"unknown argument {arg!r}"
+        i += 1
+    return opts, ""
+
+
 def pack(*fields: bytes) -> bytes:
     return b"".join(len(f).to_bytes(4, "big") + f for f in fields)
 
@@ -128,7 +166,10 @@ def write_all(fd: int, data: bytes) -> None:
 def main(plugin: str, module: str) -> None:
     environ = posix.environ  # bytes keys and values
     path = environ.get(b"CNIPLUG_HELPER_SOCKET", SOCKET.encode()).decode(errors="surrogateescape")
-    sock = None if environ.get(b"CNIPLUG_NO_HELPER") else helper_socket(path)
+    opts, problem = parse_options(sys.argv[1:])
+    # What is answered without stdin (usage, --help, --version) is answered here: stdin is not read.
+    local = problem or opts["help"] or opts["version"] or environ.get(b"CNIPLUG_NO_HELPER")
+    sock = None if local else helper_socket(path)
     if sock is not None:
         stdin = sys.stdin.buffer.read(1 << 20 | 1)
         declined = False

@@ -24,7 +24,7 @@ import sys
 import tempfile
 from importlib import import_module
 
-from cniplug import fastpath
+from cniplug import fastpath, rundir
 
 # Everything a call imports, so that no child pays for an import (cli pulls in argparse: ~4 ms).
 PRELOAD = ("cniplug.cli", "cniplug.plugins.bridge", "cniplug.plugins.ptp", "cniplug.plugins.loopback",
@@ -133,6 +133,9 @@ def serve_one(conn: socket.socket, pid: int) -> None:
         code = skel.run(handlers, about, argv=argv, environ=env, stdin=io.BytesIO(stdin), stdout=out)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
+    except (cli.UsageError, ValueError) as exc:  # an unknown plugin name, a request that is not ours
+        err.write(f"cniplug helper: {exc}\n")
+        code = 2
     except BaseException as exc:  # report, never hang the caller
         err.write(f"cniplug helper: {type(exc).__name__}: {exc}\n")
         code = 1
@@ -158,11 +161,19 @@ def peer_cred(conn: socket.socket) -> tuple[int, int]:
 
 
 def main(path: str = fastpath.SOCKET) -> int:
+    """`cniplug helper`: serve on the unix socket `path` until SIGTERM; 0. 1 when not root, 2 for a relative
+    path; OSError when the socket cannot be made (`cniplug` prints it on one line)."""
     if os.geteuid() != 0:
-        print("cniplug helper must run as root", file=sys.stderr)
+        print("cniplug helper: must run as root", file=sys.stderr)
         return 1
+    if not os.path.isabs(path):
+        print(f"cniplug helper: --socket must be an absolute path, not {path!r}", file=sys.stderr)
+        return 2
     preload()
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    if os.path.dirname(path) == rundir.RUN_DIR:
+        rundir.ensure()
+    else:  # a private path (tests): made 0700 if missing, an existing directory is left as it is
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     if os.path.exists(path):
         os.unlink(path)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)

@@ -16,7 +16,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
-from cniplug import i18n
+from cniplug import i18n, rundir
 from cniplug.spec import ERR_INVALID_CONFIG, CNIError
 
 Raw = Markup  # trusted text that is inserted as is
@@ -50,24 +50,18 @@ def argv(words: list[Any]) -> Markup:
     return Markup(" ".join(quote(w) for w in words))
 
 
-CACHE_DIR = "/run/cniplug/jinja"
-
-
 def bytecode_cache() -> FileSystemBytecodeCache | None:
     """Compiled templates, kept between runs (compiling costs ~35 ms a run).
 
-    The cache holds code, so it is used only in a directory that root owns and no one else can write.
+    The cache holds code, so it is used only in a directory that root owns and no one else can write
+    (rundir.ensure makes /run/cniplug/jinja so, or refuses); None (no cache) otherwise.
     """
     if os.geteuid() != 0:
         return None
     try:
-        os.makedirs(CACHE_DIR, mode=0o700, exist_ok=True)
-        st = os.stat(CACHE_DIR)
+        return FileSystemBytecodeCache(rundir.ensure("jinja"))
     except OSError:
         return None
-    if st.st_uid != 0 or st.st_mode & 0o077:
-        return None
-    return FileSystemBytecodeCache(CACHE_DIR)
 
 
 @cache

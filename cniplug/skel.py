@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cniplug.fastpath import USAGE, parse_options
 from cniplug.spec import (
     CURRENT_VERSION,
     ERR_DECODE,
@@ -297,13 +298,25 @@ REFUSED = (ERR_INCOMPATIBLE_VERSION, ERR_UNSUPPORTED_FIELD, ERR_UNKNOWN_CONTAINE
 
 def run(handlers: Mapping[str, Handler], about: str, argv: list[str] | None = None,
         environ: Mapping[str, str] | None = None, stdin: Any = None, stdout: Any = None) -> int:
-    """Run one CNI invocation. Returns the exit code; prints result, script or error JSON on stdout."""
+    """Run one CNI invocation. Returns the exit code; prints result, script or error JSON on stdout.
+
+    argv: the plugin's arguments (fastpath.parse_options): an unknown one or a bad value prints usage
+    on stderr and returns 2 before stdin is read; --help prints it on stdout and returns 0.
+    """
     argv = sys.argv[1:] if argv is None else argv
     environ = os.environ if environ is None else environ
     stdin = sys.stdin.buffer if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
-    dry_run = "--dry-run" in argv
-    if "--version" in argv or (not environ.get("CNI_COMMAND") and not dry_run):
+    opts, problem = parse_options(argv, environ.get("CNIPLUG_LANG", ""))
+    if problem:
+        # Refused before stdin is read or anything runs: a mistyped --dry-run must not run a real ADD.
+        print(f"{about}: {problem}\n{USAGE.format(prog=about).splitlines()[0]}", file=sys.stderr)
+        return 2
+    if opts["help"]:
+        stdout.write(USAGE.format(prog=about))
+        return 0
+    dry_run = bool(opts["dry_run"])
+    if opts["version"] or (not environ.get("CNI_COMMAND") and not dry_run):
         # Like skel: no CNI_COMMAND prints an "about" banner on stderr and exits 0.
         print(f"{about}\nCNI protocol versions supported: {', '.join(SUPPORTED_VERSIONS)}", file=sys.stderr)
         return 0
@@ -322,7 +335,7 @@ def run(handlers: Mapping[str, Handler], about: str, argv: list[str] | None = No
             stdout.write(json.dumps({"cniVersion": version, "supportedVersions": SUPPORTED_VERSIONS}) + "\n")
             return 0
         req = parse_request(environ, raw, dry_run=dry_run)
-        req.lang = "zh" if environ.get("CNIPLUG_LANG", "").lower().startswith("zh") else "en"
+        req.lang = opts["lang"]
         version = req.version
         deferred = setup_logging(req.config)
         handler = handlers.get(req.command)

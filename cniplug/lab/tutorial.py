@@ -36,6 +36,7 @@ RUN_PREFIX = "cnit-"
 DEFAULT_SUBNETS = {1: "192.168.1.0/24", 2: "10.1.1.0/24", 3: "10.0.1.0/24"}
 OUTSIDE = "203.0.113.0/24"  # TEST-NET-3: the stand-in "internet" lives in a namespace of ours
 JOURNAL_DIR = "/run/cniplug"
+SYS_NET = "/sys/class/net"
 BREAKS: dict[str, tuple[Callable[[list[str]], bool], str]] = {
     # name: (which steps to leave out, why the ping that needs it fails)
     "forwarding": (lambda argv: "net.ipv4.ip_forward=1" in argv,
@@ -216,7 +217,7 @@ def wait_gone(prefix: str, timeout: float = 10.0) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
         left = [f"netns {n}" for n in kernel.lab_namespaces(prefix)]
-        left += [f"link {n}" for n in os.listdir("/sys/class/net") if n.startswith(prefix)]
+        left += [f"link {n}" for n in os.listdir(SYS_NET) if n.startswith(prefix)]
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.05)
@@ -232,7 +233,7 @@ def clean(prefix: str, out: TextIO = sys.stdout) -> int:
         result = runner.execute(["ip", "netns", "delete", ns])
         say(out, f"  ip netns delete {ns}  -> {'ok' if result.rc == 0 else result.stderr.strip()}")
     wait_gone(prefix, timeout=2)  # veths of the deleted namespaces go by themselves
-    for link in sorted(n for n in os.listdir("/sys/class/net") if n.startswith(prefix)):
+    for link in sorted(n for n in os.listdir(SYS_NET) if n.startswith(prefix)):
         result = runner.execute(["ip", "link", "delete", link])
         say(out, f"  ip link delete {link}  -> {'ok' if result.rc == 0 else result.stderr.strip()}")
     journal.remove()
@@ -349,6 +350,20 @@ def run(parsed: script.Script, prefix: str, subnets: list[str], lang: str = "en"
     return ok and not left
 
 
+def missing_tools(parsed: script.Script) -> list[str]:
+    """The commands of the steps and undo lines that cannot be found (runner.which), but for observation
+    steps: a lab without brctl or ethtool shows their modern equivalent instead."""
+    missing: list[str] = []
+    argvs = [step.argv for step in parsed.steps if not step.observe]
+    for argv in argvs + [undo for step in parsed.steps for undo in step.undo]:
+        try:
+            runner.which(argv[0])
+        except CNIError:
+            if argv[0] not in missing:
+                missing.append(argv[0])
+    return missing
+
+
 def main(example: int, lang: str, prefix: str, subnet: str, do_run: bool, step_mode: bool = False,
          breaks: tuple[str, ...] = (), do_clean: bool = False) -> int:
     """`cniplug tutorial`: print example N, or --run it as a lab, or --clean a killed run's leftovers.
@@ -357,7 +372,8 @@ def main(example: int, lang: str, prefix: str, subnet: str, do_run: bool, step_m
         if do_run or do_clean:
             prefix = prefix or RUN_PREFIX
             if os.geteuid() != 0:
-                print("cniplug tutorial --run/--clean needs root (it creates namespaces)", file=sys.stderr)
+                print(f"cniplug tutorial {'--clean' if do_clean else '--run'} needs root (it creates and removes "
+                      f"namespaces)", file=sys.stderr)
                 return 1
         if do_clean:
             return clean(prefix)
@@ -372,11 +388,16 @@ def main(example: int, lang: str, prefix: str, subnet: str, do_run: bool, step_m
                 return 1
         parsed = render_example(example, lang, prefix, subnet, lab=do_run)
     except CNIError as err:
-        print(f"cniplug tutorial: {err.msg} {err.details}".strip(), file=sys.stderr)
+        print(f"cniplug tutorial: {err.msg}" + (f" ({err.details})" if err.details else ""), file=sys.stderr)
         return 2
     if not do_run:
         sys.stdout.write(parsed.text)
         return 0
+    missing = missing_tools(parsed)
+    if missing:
+        print(f"cniplug tutorial: command not found: {', '.join(missing)} (install iproute2, iptables, procps, "
+              f"iputils-ping)", file=sys.stderr)
+        return 1
     print(parsed.header.rstrip())
     ok = run(parsed, prefix, subnets_of(example, subnet), lang, step_mode=step_mode, breaks=breaks)
     print(f"\ntutorial example {example}: {'passed' if ok else 'FAILED'}")

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from cniplug import facts, ipam, skel
+from cniplug import facts, ipam, rundir, skel
 from cniplug.plugins import common
 from cniplug.skel import Request, check_ifname
 from cniplug.spec import (
@@ -23,12 +23,10 @@ from cniplug.spec import (
     CNIError,
 )
 
-LOCK_DIR = "/run/cniplug"
-
 
 def lock_path(bridge: str) -> str:
-    """The lock file of one bridge (kept once created; whoever deletes a bridge of its own removes it)."""
-    return f"{LOCK_DIR}/bridge-{bridge}.lock"
+    """The lock file of one bridge in /run/cniplug (GC removes those of bridges that are gone)."""
+    return f"{rundir.RUN_DIR}/bridge-{bridge}.lock"
 
 
 @dataclass
@@ -86,24 +84,82 @@ LOCK_TIMEOUT = 120.0
 def bridge_lock(name: str) -> Iterator[Callable[[], None]]:
     """Serialise plugin runs on one bridge; yields a function that releases the lock early.
 
+    CNIError 999 when the lock file cannot be opened (not root), 11 when it stays busy (below).
+
     The lock covers the probes and every change to what containers share (the bridge itself, its
     state and gateway address, forwarding): creating the bridge, its gateway and a rollback of those
     stay consistent. An ADD that changes none of that releases it after its probes (see add), so
     ADDs on a ready bridge run in parallel. Waiting longer than LOCK_TIMEOUT is "try again later" (11).
     """
-    os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
-    fd = os.open(lock_path(name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    held = [fd]
+    path = lock_path(name)
+    held: list[int] = []
 
     def release() -> None:
         if held:
             os.close(held.pop())
 
     try:
-        common.flock_with_timeout(fd, LOCK_TIMEOUT, f"bridge {name!r} is busy")
+        while not held:
+            try:
+                rundir.ensure()
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as err:  # e.g. not root
+                raise CNIError(ERR_INTERNAL, f"cannot open the lock of bridge {name!r}: {err}",
+                               "cniplug-bridge runs as root") from None
+            held.append(fd)
+            common.flock_with_timeout(fd, LOCK_TIMEOUT, f"bridge {name!r} is busy")
+            if not same_file(fd, path):  # GC unlinked it between our open and flock: lock the new one
+                release()
         yield release
     finally:
         release()
+
+
+def same_file(fd: int, path: str) -> bool:
+    """Is `path` still the file open on `fd`? False when it was unlinked (or replaced) meanwhile."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def remove_stale_locks() -> list[str]:
+    """GC: unlink the lock files of bridges that no longer exist; returns the bridge names removed.
+
+    Without racing an ADD: a lock is unlinked only while this holds its flock (taken non-blocking: a
+    busy lock is skipped) and after re-checking, under it, that the bridge is absent; bridge_lock
+    notices it locked an unlinked file and retries on a fresh one. Issue #12, item 7.
+    """
+    import fcntl
+
+    removed: list[str] = []
+    try:
+        entries = os.listdir(rundir.RUN_DIR)
+    except FileNotFoundError:
+        return removed
+    for entry in sorted(entries):
+        if not (entry.startswith("bridge-") and entry.endswith(".lock")):
+            continue
+        name = entry[len("bridge-"):-len(".lock")]
+        path = lock_path(name)
+        if facts.link_exists(name):
+            continue
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not facts.link_exists(name) and same_file(fd, path):
+                os.unlink(path)
+                removed.append(name)
+        except BlockingIOError:
+            pass  # an ADD holds it: the bridge is being made
+        finally:
+            os.close(fd)
+    return removed
 
 
 def changes_shared_state(context: dict[str, Any]) -> bool:
@@ -253,8 +309,15 @@ def check(req: Request) -> None:
 
 
 def gc(req: Request) -> str | None:
+    """GC: NAT chains and IPAM (common.gc), then the lock files of bridges that are gone (not in the
+    --dry-run script: like IPAM, it is bookkeeping done in Python, not a command)."""
     parse_config(req)
-    return common.gc(req)
+    text = common.gc(req)
+    if text is None:
+        removed = remove_stale_locks()
+        if removed:
+            common.log.info("GC removed the lock files of gone bridges %s", ", ".join(removed))
+    return text
 
 
 def status(req: Request) -> None:
