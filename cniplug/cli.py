@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from cniplug import __version__, fastpath, runner
+from cniplug import __version__, fastpath
 from cniplug.spec import CNIError
 
 # Plugin type (the `type` in a network config) -> its module: HANDLERS (verb -> function), ABOUT, main().
@@ -92,88 +89,6 @@ def install(bin_dir: str) -> int:
     return 0
 
 
-def demo(subnet: str, keep: bool) -> int:
-    """The README's main job: attach a throwaway namespace to a bridge network, show it, clean up.
-
-    Returns 0 when the ping and CHECK pass, else 1. Raises CNIError when `ip` or `ping` cannot be run
-    (runner.which: PATH, then the system directories), before anything is created.
-    """
-    if os.geteuid() != 0:
-        print("cniplug demo: needs root (it creates a network namespace and a bridge)", file=sys.stderr)
-        return 1
-    ip, ping = runner.which("ip"), runner.which("ping")
-    tag = f"cnidemo{os.getpid() % 100000}"
-    netns, bridge = tag, f"{tag}br"[:15]
-    data_dir = tempfile.mkdtemp(prefix="cniplug-demo-")
-    try:
-        return _demo(subnet, keep, ip, ping, netns, bridge, data_dir)
-    finally:
-        if not keep:
-            shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def _demo(subnet: str, keep: bool, ip: str, ping: str, netns: str, bridge: str, data_dir: str) -> int:
-    tag = netns
-    config = {
-        "cniVersion": "1.1.0", "name": tag, "type": "cniplug-bridge", "bridge": bridge,
-        "isGateway": True, "isDefaultGateway": True, "ipMasq": True,
-        "ipam": {"type": "cniplug-host-local", "dataDir": data_dir, "ranges": [[{"subnet": subnet}]]},
-    }
-    env = {"CNI_CONTAINERID": tag, "CNI_NETNS": f"/run/netns/{netns}", "CNI_IFNAME": "eth0",
-           "CNI_PATH": "/usr/lib/cni", "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
-    raw = json.dumps(config).encode()
-
-    def call(command: str, *extra: str, prev: object = None) -> subprocess.CompletedProcess[bytes]:
-        stdin = json.dumps({**config, "prevResult": prev}).encode() if prev else raw
-        return subprocess.run(plugin_argv("cniplug-bridge") + list(extra), input=stdin,
-                              env={**env, "CNI_COMMAND": command}, capture_output=True)
-
-    def show(title: str, argv: list[str]) -> int:
-        print(f"\n== {title}\n$ {' '.join(argv)}")
-        proc = subprocess.run(argv, capture_output=True, text=True)
-        print((proc.stdout + proc.stderr).rstrip())
-        return proc.returncode
-
-    bridge_existed = os.path.exists(f"/sys/class/net/{bridge}")
-    result: dict[str, Any] | None = None
-    added = subprocess.run([ip, "netns", "add", netns], capture_output=True, text=True)
-    if added.returncode != 0:
-        print(f"cniplug demo: {ip} netns add {netns} failed: {added.stderr.strip()}", file=sys.stderr)
-        return 1
-    ok = False
-    try:
-        print(f"== network config (stdin of the plugin)\n{json.dumps(config, indent=2)}")
-        print("\n== cniplug-bridge ADD --dry-run: the script the plugin is about to run")
-        print(call("ADD", "--dry-run").stdout.decode().rstrip())
-        proc = call("ADD")
-        print(f"\n== ADD result (exit {proc.returncode})\n{proc.stdout.decode().rstrip()}")
-        sys.stderr.write(proc.stderr.decode())
-        if proc.returncode != 0:
-            return 1
-        result = json.loads(proc.stdout)
-        gateway = str(result["ips"][0]["gateway"]) if result else ""
-        show("container addresses", [ip, "-n", netns, "-br", "addr"])
-        show("container routes", [ip, "-n", netns, "route"])
-        rc = show(f"ping the gateway {gateway} from the container",
-                  [ip, "netns", "exec", netns, ping, "-c", "2", "-W", "1", gateway])
-        proc = call("CHECK", prev=result)
-        print(f"\n== CHECK (prevResult = the ADD result): exit {proc.returncode} {proc.stdout.decode().strip()}")
-        ok = rc == 0 and proc.returncode == 0
-    finally:
-        if not keep:
-            proc = call("DEL", prev=result if ok else None)
-            print(f"\n== DEL: exit {proc.returncode} {proc.stdout.decode().strip()}")
-            subprocess.run([ip, "netns", "delete", netns], check=False)
-            if not bridge_existed:
-                subprocess.run([ip, "link", "delete", bridge], check=False, capture_output=True)
-                from cniplug.plugins.bridge import lock_path
-
-                Path(lock_path(bridge)).unlink(missing_ok=True)
-            print("cleaned up: namespace, bridge, NAT chain and IPAM reservations removed")
-    print("\ndemo " + ("passed" if ok else "FAILED"))
-    return 0 if ok else 1
-
-
 def ipv4_network(text: str) -> str:
     """argparse type of --subnet: an IPv4 network of /29 or larger (demo, tutorial); "" is the default."""
     if not text:
@@ -199,6 +114,10 @@ def parser() -> argparse.ArgumentParser:
                        help="attach a throwaway namespace to a bridge network, show it, clean up")
     p.add_argument("--subnet", default="10.244.250.0/24", type=ipv4_network)
     p.add_argument("--keep", action="store_true", help="leave the namespace and network in place")
+    p.add_argument("--prefix", default="cnidemo", help="start of every name the demo creates (up to 7 characters)")
+    p.add_argument("--outside", default="203.0.113.0/24", type=ipv4_network,
+                   help="the stand-in for the Internet: a namespace at its first address")
+    p.add_argument("--lang", choices=fastpath.LANGS, default="en")
     p = sub.add_parser("helper", parents=[common], help="run the warm helper the installed plugins hand their calls to")
     p.add_argument("--socket", default=fastpath.SOCKET)
     sub.add_parser("bench", help="benchmark against the reference plugins (see cniplug bench --help)", add_help=False)
@@ -216,6 +135,8 @@ def parser() -> argparse.ArgumentParser:
                    choices=("forwarding", "masquerade", "route", "gateway"),
                    help="with --run: leave that step out and show which ping fails and why")
     p.add_argument("--clean", action="store_true", help="undo what a killed --run with this --prefix left")
+    p.add_argument("--outside", default="203.0.113.0/24", type=ipv4_network,
+                   help="with --run: the stand-in for the tutorial's 8.8.8.8, a namespace at its first address")
     p = sub.add_parser("show", parents=[common],
                        help="the live topology: namespaces, bridges, veth pairs, routes, NAT, IPAM")
     p.add_argument("--prefix", default="", help="only namespaces and links named P..., and what they connect to")
@@ -248,7 +169,11 @@ def dispatch(argv: list[str]) -> int:
     if args.cmd == "install":
         return install(args.bin_dir)
     if args.cmd == "demo":
-        return demo(args.subnet, args.keep)
+        import cniplug.lab.demo as demo
+
+        if not args.prefix or len(args.prefix) > 7 or not args.prefix.replace("-", "").isalnum():
+            raise UsageError(f"--prefix {args.prefix!r}: 1-7 letters, digits or '-'")
+        return demo.main(args.subnet or "10.244.250.0/24", args.keep, args.prefix, args.lang, args.outside)
     if args.cmd == "helper":
         import cniplug.helper as helper
 
@@ -260,7 +185,7 @@ def dispatch(argv: list[str]) -> int:
     import cniplug.lab.tutorial as tutorial
 
     return tutorial.main(args.example, args.lang, args.prefix, args.subnet, args.run, args.step, tuple(args.breaks),
-                         args.clean)
+                         args.clean, args.outside)
 
 
 def one_line(err: BaseException) -> str:

@@ -32,6 +32,20 @@ HEADER = (
     "# takes back the step above it when a later step fails; bash reads it as a comment.\n"
     "set -e\n"
 )
+HEADER_ZH = (
+    "#!/bin/bash\n"
+    "# 由 cniplug 生成：插件按此顺序运行的命令。同一命名空间中连续的 `ip` 行作为一次 `ip -batch -` 发送，\n"
+    "# 同一张表的 iptables 行作为一次 `iptables-restore --noflush` 发送：进程更少，效果相同。\n"
+    "# `#undo` 行说明后面的步骤失败时插件如何撤销它上面的那一步；bash 把它当作注释。\n"
+    "set -e\n"
+)
+
+
+def header(lang: str = "en") -> str:
+    """The plugin scripts' header in `lang` (en, zh)."""
+    return HEADER_ZH if lang == "zh" else HEADER
+
+
 UNDO = "#undo "
 OBSERVE = "#observe"
 TOLERANT = "|| true"

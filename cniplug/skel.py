@@ -279,14 +279,19 @@ def setup_logging(config: dict[str, Any]) -> DeferredLog | None:
                        f"got {level_name!r}")
     path = log_file(config)
     root = logging.getLogger("cniplug")
-    root.setLevel(level)
-    if not any(type(h) is logging.StreamHandler for h in root.handlers):
-        root.addHandler(logging.StreamHandler(sys.stderr))
+    # The log file always gets INFO, where each call records the script it ran; stderr keeps logLevel.
+    root.setLevel(min(level, logging.INFO) if path else level)
+    stderr = next((h for h in root.handlers if type(h) is logging.StreamHandler), None)
+    if stderr is None:
+        stderr = logging.StreamHandler(sys.stderr)
+        root.addHandler(stderr)
+    stderr.setLevel(level)
     for handler in [h for h in root.handlers if isinstance(h, DeferredLog)]:
         root.removeHandler(handler)
     if not path:
         return None
     deferred = DeferredLog(path)
+    deferred.setLevel(min(level, logging.INFO))
     root.addHandler(deferred)
     return deferred
 

@@ -58,7 +58,8 @@ def _host(net: ipaddress.IPv4Network | ipaddress.IPv6Network, n: int) -> str:
     return f"{net.network_address + n}/{net.prefixlen}"
 
 
-def context(example: int, prefix: str = "", subnet: str = "", lab: bool = False, lang: str = "en") -> dict[str, Any]:
+def context(example: int, prefix: str = "", subnet: str = "", lab: bool = False, lang: str = "en",
+            outside: str = OUTSIDE) -> dict[str, Any]:
     """Template variables of example 1-3: names (with `prefix`), addresses (from `subnet`, a /29 or larger
     IPv4 network; default the tutorial's). `lab` adds the stand-ins a --run needs. Raises CNIError 7 for a
     bad subnet or a prefix that makes an interface name invalid."""
@@ -75,13 +76,13 @@ def context(example: int, prefix: str = "", subnet: str = "", lab: bool = False,
                "addr1": _host(net, 1), "addr2": _host(net, 2)}
         links = ["veth0", "veth1"]
     elif example == 2:
-        out = ipaddress.ip_network(OUTSIDE)
+        out = ipaddress.ip_network(outside)
         ctx = {"container_ns": p + "container-ns", "br": p + "br0", "veth_cont": p + "veth-cont",
                "veth_host": p + "veth-host", "subnet": str(net), "gateway": str(net.network_address + 1),
                "gateway_cidr": _host(net, 1), "container_cidr": _host(net, 2),
                "uplink": p + "veth-out" if lab else "eth0", "internet": str(out.network_address + 1) if lab
                else "8.8.8.8", "outside_ns": p + "outside", "out_peer": p + "veth-wan",
-               "out_host_cidr": _host(out, 254), "outside_cidr": _host(out, 1),
+               "out_host_cidr": _host(out, out.num_addresses - 2), "outside_cidr": _host(out, 1),
                "ip_forward_old": facts.sysctl("net.ipv4.ip_forward") or "0"}
         links = ["br", "veth_cont", "veth_host", "out_peer"] + (["uplink"] if lab else [])
         host, container = ("主机", "容器网络空间") if lang == "zh" else ("host", "container namespace")
@@ -108,9 +109,9 @@ def context(example: int, prefix: str = "", subnet: str = "", lab: bool = False,
 
 
 def render_example(example: int, lang: str = "en", prefix: str = "", subnet: str = "",
-                   lab: bool = False) -> script.Script:
+                   lab: bool = False, outside: str = OUTSIDE) -> script.Script:
     """The script of example N: as written (lab False), or as --run runs it (stand-ins, -w)."""
-    ctx = context(example, prefix, subnet, lab, lang)
+    ctx = context(example, prefix, subnet, lab, lang, outside)
     body = render.render(f"tutorial/example{example}.sh.j2", lang=lang, **ctx)
     parsed = script.parse(body)
     head = (i18n.say("tut_lab_header", lang, n=example, prefix=prefix) if lab
@@ -119,11 +120,11 @@ def render_example(example: int, lang: str = "en", prefix: str = "", subnet: str
     return parsed
 
 
-def subnets_of(example: int, subnet: str) -> list[str]:
+def subnets_of(example: int, subnet: str, outside: str = OUTSIDE) -> list[str]:
     net = ipaddress.ip_network(subnet or DEFAULT_SUBNETS[example])
     nets = [str(net)]
     if example == 2:
-        nets.append(OUTSIDE)
+        nets.append(outside)
     if example == 3:
         nets.append(str(ipaddress.ip_network((int(net.network_address) + net.num_addresses, net.prefixlen))))
     return nets
@@ -365,7 +366,7 @@ def missing_tools(parsed: script.Script) -> list[str]:
 
 
 def main(example: int, lang: str, prefix: str, subnet: str, do_run: bool, step_mode: bool = False,
-         breaks: tuple[str, ...] = (), do_clean: bool = False) -> int:
+         breaks: tuple[str, ...] = (), do_clean: bool = False, outside: str = OUTSIDE) -> int:
     """`cniplug tutorial`: print example N, or --run it as a lab, or --clean a killed run's leftovers.
     Returns the exit code: 0 passed, 1 failed or not root, 2 bad input."""
     try:
@@ -378,7 +379,7 @@ def main(example: int, lang: str, prefix: str, subnet: str, do_run: bool, step_m
         if do_clean:
             return clean(prefix)
         if do_run:
-            ctx = context(example, prefix, subnet, lab=True)
+            ctx = context(example, prefix, subnet, lab=True, outside=outside)
             taken = [v for v in ctx.values() if isinstance(v, str) and v.startswith(prefix)
                      and (os.path.exists(f"/run/netns/{v}") or os.path.exists(f"/sys/class/net/{v}"))]
             if taken:
@@ -386,7 +387,7 @@ def main(example: int, lang: str, prefix: str, subnet: str, do_run: bool, step_m
                       f"--prefix {prefix}` removes what an earlier run left, or choose another --prefix",
                       file=sys.stderr)
                 return 1
-        parsed = render_example(example, lang, prefix, subnet, lab=do_run)
+        parsed = render_example(example, lang, prefix, subnet, lab=do_run, outside=outside)
     except CNIError as err:
         print(f"cniplug tutorial: {err.msg}" + (f" ({err.details})" if err.details else ""), file=sys.stderr)
         return 2
@@ -399,6 +400,6 @@ def main(example: int, lang: str, prefix: str, subnet: str, do_run: bool, step_m
               f"iputils-ping)", file=sys.stderr)
         return 1
     print(parsed.header.rstrip())
-    ok = run(parsed, prefix, subnets_of(example, subnet), lang, step_mode=step_mode, breaks=breaks)
+    ok = run(parsed, prefix, subnets_of(example, subnet, outside), lang, step_mode=step_mode, breaks=breaks)
     print(f"\ntutorial example {example}: {'passed' if ok else 'FAILED'}")
     return 0 if ok else 1

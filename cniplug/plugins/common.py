@@ -28,9 +28,17 @@ def perform(req: Request, template: str, best_effort: bool = False, **context: A
     context.setdefault("lang", req.lang)
     body = render.render(template, **context)
     parsed = script.parse(body)
+    parsed.header = script.header(req.lang)
     if req.dry_run:
         return parsed.text
-    RUNNER_FACTORY().run(parsed, best_effort=best_effort)
+    try:
+        RUNNER_FACTORY().run(parsed, best_effort=best_effort)
+    except CNIError as err:
+        log.info("%s %s: the script below failed (%s) and its completed steps were rolled back\n%s",
+                 req.command, req.container_id, err.msg, parsed.text)
+        raise
+    # With logFile set, the script that really ran (its veth names, MACs) is in the log (issue #11).
+    log.info("%s %s: ran\n%s", req.command, req.container_id, parsed.text)
     return None
 
 

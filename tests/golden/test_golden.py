@@ -95,8 +95,8 @@ def test_every_step_is_explained(path: Path, lang: str, monkeypatch: pytest.Monk
     case = json.loads(path.read_text())
     case["env"] = {**case.get("env", {}), "CNIPLUG_LANG": lang}
     text = render_case(case, monkeypatch, tmp_path)
-    assert text.startswith(script.HEADER)
-    steps = script.parse(text[len(script.HEADER):]).steps
+    assert text.startswith(script.header(lang))
+    steps = script.parse(text[len(script.header(lang)):]).steps
     assert steps or case["command"] == "DEL", "no step at all"
     for step in steps:
         assert step.note, f"{path.stem} ({lang}): no explanation above {step.line!r}"

@@ -1,7 +1,8 @@
-"""The README's main job, `cniplug demo`, works and leaves nothing behind."""
+"""The README's main job, `cniplug demo`: it tells the whole story with the real objects and leaves nothing."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -12,13 +13,28 @@ from tests.conftest import sh
 pytestmark = pytest.mark.root
 
 
-def test_demo_runs_and_cleans_up() -> None:
-    before = (sh("ip", "netns", "list"), sh("ip", "-o", "link"), sh("iptables-save", "-t", "nat").count("cnidemo"))
-    proc = subprocess.run([sys.executable, "-m", "cniplug", "demo", "--subnet", "10.250.175.0/24"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "demo passed" in proc.stdout and "2 received" in proc.stdout
-    assert "ip link add" in proc.stdout  # it shows the script it is about to run
-    after = (sh("ip", "netns", "list"), sh("ip", "-o", "link"), sh("iptables-save", "-t", "nat").count("cnidemo"))
-    assert [line for line in after[0].splitlines() if "cnidemo" in line] == []
-    assert "cnidemo" not in after[1] and after[2] == before[2]
+def leftovers(prefix: str) -> tuple[list[str], list[str], int]:
+    return ([n for n in sh("ip", "netns", "list").splitlines() if n.startswith(prefix)],
+            [n for n in sh("ip", "-o", "link").splitlines() if prefix in n],
+            sh("iptables-save", "-t", "nat").count(prefix))
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_demo_tells_the_story_and_cleans_up(lang: str) -> None:
+    prefix = f"tdm{lang}"
+    proc = subprocess.run([sys.executable, "-m", "cniplug", "demo", "--subnet", "10.250.175.0/24", "--prefix", prefix,
+                           "--lang", lang, "--outside", "198.51.100.0/24"], capture_output=True, text=True, timeout=180)
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert "demo passed" in out and "2 received" in out
+    assert f"CNI_NETNS=/run/netns/{prefix}" in out and '"type": "cniplug-bridge"' in out  # env and stdin
+    # the script that ran names the veth the result reports (not another one from a dry run)
+    veth = re.search(r'"name": "(veth[0-9a-f]{8})"', out)
+    assert veth and f"ip link add {veth.group(1)} " in out, "the script shown is not the one that ran"
+    assert "127.0.0.1/8" in out  # loopback brought up by cniplug-loopback
+    assert "-j MASQUERADE" in out and "10.250.175.2" in out  # NAT chain and IPAM file
+    assert re.search(r"(saw|看到的是) 198\.51\.100\.254", out), "the outside did not see the host's address"
+    assert "<->" in out and ("veth pairs:" in out or "veth pair:" in out)  # the topology
+    if lang == "zh":
+        assert "运行时交给" in out and "# 创建网桥" in out
+    assert leftovers(prefix) == ([], [], 0)

@@ -1,0 +1,238 @@
+"""`cniplug demo`: the README's main job. One container attached to a bridge network, told end to end.
+
+It shows what a runtime hands the plugin (environment and stdin), the script that really ran (from the
+plugin's logFile: the veth name and MACs it made), the result, `cniplug-loopback` bringing `lo` up, the
+host side (bridge ports, the container's NAT chain, the IPAM reservation file), a ping to the gateway and
+a TCP connection through NAT to a stand-in for the outside (which sees the host's address, not the
+container's), the topology (`cniplug show`), then CHECK and DEL, and removes everything it created.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from cniplug import runner
+from cniplug.lab import show
+
+OUTSIDE = "203.0.113.0/24"  # TEST-NET-3: the default stand-in "internet" (--outside)
+# Who connected: a one-connection TCP server in the outside namespace prints the peer's address.
+SERVER = ("import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); "
+          "s.bind((sys.argv[1],8080)); s.listen(1); print('ready',flush=True); s.settimeout(20); "
+          "c,a=s.accept(); print(a[0],flush=True); c.close()")
+CLIENT = ("import socket,sys; s=socket.create_connection((sys.argv[1],8080),timeout=5); "
+          "print(s.getsockname()[0]); s.close()")
+TEXT = {
+    "env": {"en": "what the runtime hands cniplug-bridge: the environment",
+            "zh": "运行时交给 cniplug-bridge 的环境变量"},
+    "stdin": {"en": "... and the network configuration on stdin", "zh": "……以及标准输入上的网络配置"},
+    "ran": {"en": "the script cniplug-bridge ran (from its logFile: the names and MACs it really made)",
+            "zh": "cniplug-bridge 实际运行的脚本（来自它的 logFile：真实创建的名字和MAC）"},
+    "result": {"en": "ADD result: what the runtime gets back", "zh": "ADD 的结果：运行时拿到的返回值"},
+    "loopback": {"en": "cniplug-loopback ADD: a runtime chains it so that lo is up inside",
+                 "zh": "cniplug-loopback ADD：运行时把它串在链中，让容器内的 lo 启用"},
+    "host": {"en": "the host side", "zh": "主机这一侧"},
+    "ping": {"en": "ping the gateway from the container", "zh": "从容器 ping 网关"},
+    "nat": {"en": "a TCP connection from the container to the outside stand-in {out}",
+            "zh": "从容器到外网替身 {out} 的TCP连接"},
+    "nat_seen": {"en": "the container connected from {src}; the outside saw {seen}: {why}",
+                 "zh": "容器从 {src} 发起连接；外网看到的是 {seen}：{why}"},
+    "masq": {"en": "MASQUERADE rewrote the source to the host's address", "zh": "MASQUERADE 把源地址改成了主机地址"},
+    "nomasq": {"en": "NOT masqueraded", "zh": "没有做地址伪装"},
+    "topology": {"en": "the topology (cniplug show)", "zh": "拓扑（cniplug show）"},
+    "check": {"en": "CHECK with prevResult = the ADD result", "zh": "CHECK，prevResult 为 ADD 的结果"},
+    "del": {"en": "DEL, then the demo removes what it made", "zh": "DEL，然后 demo 删除它创建的一切"},
+}
+
+
+def say(key: str, lang: str, **fields: str) -> str:
+    return TEXT[key].get(lang, TEXT[key]["en"]).format(**fields)
+
+
+def heading(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def main(subnet: str, keep: bool, prefix: str = "cnidemo", lang: str = "en", outside: str = OUTSIDE) -> int:
+    """Run the demo; 0 when the ping, the NAT connection and CHECK pass, else 1. Needs root.
+    Raises CNIError when `ip` or `ping` cannot be run (runner.which), before anything is created."""
+    if os.geteuid() != 0:
+        print("cniplug demo: needs root (it creates a network namespace and a bridge)", file=sys.stderr)
+        return 1
+    tools = {name: runner.which(name) for name in ("ip", "ping", "iptables")}
+    tag = f"{prefix}{os.getpid() % 10000}"  # at most 11 characters: "-out" makes 15
+    data_dir = tempfile.mkdtemp(prefix="cniplug-demo-")
+    try:
+        return Demo(tag, subnet, data_dir, tools, lang, outside).run(keep)
+    finally:
+        if not keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+class Demo:
+    def __init__(self, tag: str, subnet: str, data_dir: str, tools: dict[str, str], lang: str,
+                 outside: str = OUTSIDE) -> None:
+        self.tag, self.lang, self.tools, self.data_dir = tag, lang, tools, data_dir
+        net = ipaddress.ip_network(outside)
+        self.host_cidr = f"{net.network_address + net.num_addresses - 2}/{net.prefixlen}"
+        self.peer_cidr = f"{net.network_address + 1}/{net.prefixlen}"
+        self.host_ip, self.peer_ip = self.host_cidr.split("/")[0], self.peer_cidr.split("/")[0]
+        self.netns, self.outside, self.bridge = tag, f"{tag}-out", f"{tag}br"
+        self.uplink, self.wan = f"{tag}up", f"{tag}wan"
+        self.log = os.path.join(data_dir, "cniplug-bridge.log")
+        self.config: dict[str, Any] = {
+            "cniVersion": "1.1.0", "name": tag, "type": "cniplug-bridge", "bridge": self.bridge,
+            "isGateway": True, "isDefaultGateway": True, "ipMasq": True, "logFile": self.log,
+            "ipam": {"type": "cniplug-host-local", "dataDir": data_dir, "ranges": [[{"subnet": subnet}]]},
+        }
+        self.env = {"CNI_CONTAINERID": tag, "CNI_NETNS": f"/run/netns/{self.netns}", "CNI_IFNAME": "eth0",
+                    "CNI_PATH": "/usr/lib/cni", "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+                    "CNIPLUG_LANG": lang}
+        self.made: list[list[str]] = []  # how to remove what the demo made itself, in reverse
+
+    def plugin(self, name: str, command: str, config: dict[str, Any], prev: object = None,
+               ifname: str = "eth0") -> subprocess.CompletedProcess[bytes]:
+        from cniplug.cli import plugin_argv
+
+        stdin = json.dumps({**config, "prevResult": prev} if prev else config).encode()
+        return subprocess.run(plugin_argv(name), input=stdin, capture_output=True,
+                              env={**self.env, "CNI_COMMAND": command, "CNI_IFNAME": ifname})
+
+    def sh(self, *argv: str, show_it: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(list(argv), capture_output=True, text=True)
+        if show_it:
+            print(f"$ {' '.join(argv)}")
+            text = (proc.stdout + proc.stderr).rstrip()
+            if text:
+                print(text)
+        return proc
+
+    def make(self, undo: list[str], *argv: str) -> None:
+        proc = subprocess.run(list(argv), capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)}: {proc.stderr.strip()}")
+        self.made.append(undo)
+
+    def outside_world(self) -> None:
+        """The stand-in for the Internet: a namespace at the first address of --outside behind a veth of the host."""
+        ip = self.tools["ip"]
+        self.make([ip, "netns", "delete", self.outside], ip, "netns", "add", self.outside)
+        self.make([ip, "link", "delete", self.uplink], ip, "link", "add", self.uplink, "type", "veth", "peer", "name",
+                  self.wan, "netns", self.outside)
+        for argv in ([ip, "addr", "add", self.host_cidr, "dev", self.uplink], [ip, "link", "set", self.uplink, "up"],
+                     [ip, "-n", self.outside, "addr", "add", self.peer_cidr, "dev", self.wan],
+                     [ip, "-n", self.outside, "link", "set", self.wan, "up"]):
+            self.make([], *argv)
+
+    def nat_check(self) -> bool:
+        """A TCP connection from the container to the outside stand-in: which source address arrives there?"""
+        heading(say("nat", self.lang, out=f"{self.peer_ip}:8080"))
+        server = subprocess.Popen([self.tools["ip"], "netns", "exec", self.outside, sys.executable, "-c", SERVER,
+                                   self.peer_ip],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            assert server.stdout is not None
+            if server.stdout.readline().strip() != "ready":
+                return False
+            client = subprocess.run([self.tools["ip"], "netns", "exec", self.netns, sys.executable, "-c", CLIENT,
+                                     self.peer_ip],
+                                    capture_output=True, text=True, timeout=30)
+            seen = server.stdout.readline().strip()
+            src = client.stdout.strip()
+        finally:
+            server.kill()
+            server.wait()
+        if client.returncode != 0:
+            print(client.stderr.strip())
+            return False
+        why = say("masq" if seen == self.host_ip else "nomasq", self.lang)
+        print(say("nat_seen", self.lang, src=src, seen=seen, why=why))
+        return seen == self.host_ip
+
+    def run(self, keep: bool) -> int:
+        ip = self.tools["ip"]
+        bridge_existed = os.path.exists(f"/sys/class/net/{self.bridge}")
+        result: dict[str, Any] | None = None
+        ok = False
+        try:
+            self.make([ip, "netns", "delete", self.netns], ip, "netns", "add", self.netns)
+            self.outside_world()
+            heading(say("env", self.lang))
+            print("\n".join(f"{k}={v}" for k, v in self.env.items() if k.startswith("CNI")))
+            heading(say("stdin", self.lang))
+            print(json.dumps(self.config, indent=2))
+            proc = self.plugin("cniplug-bridge", "ADD", self.config)
+            heading(say("ran", self.lang))
+            print(ran_script(self.log))
+            heading(say("result", self.lang) + f" (exit {proc.returncode})")
+            sys.stderr.write(proc.stderr.decode())
+            if proc.returncode != 0:
+                print(proc.stdout.decode().rstrip())
+                return 1
+            result = json.loads(proc.stdout)
+            print(json.dumps(result, indent=2))
+            lo_conf = {"cniVersion": "1.1.0", "name": self.tag, "type": "cniplug-loopback"}
+            heading(say("loopback", self.lang))
+            lo = self.plugin("cniplug-loopback", "ADD", lo_conf, ifname="lo")
+            print(f"exit {lo.returncode} {lo.stdout.decode().strip()}")
+            self.sh(ip, "-n", self.netns, "-br", "addr", "show", "lo")
+            heading(say("host", self.lang))
+            self.sh(ip, "-br", "link", "show", "master", self.bridge)
+            from cniplug.plugins.common import chain_name
+
+            self.sh(self.tools["iptables"], "-w", "-t", "nat", "-S", chain_name(self.tag, self.tag))
+            for path in sorted(Path(self.data_dir, self.tag).glob("*")):
+                if path.name[0].isdigit():
+                    print(f"$ cat {path}   (the container id, \\r\\n, the interface: the reference layout)\n"
+                          f"{path.read_bytes().decode(errors='replace')!r}")
+            gateway = str(result["ips"][0]["gateway"])
+            heading(say("ping", self.lang))
+            pinged = self.sh(ip, "netns", "exec", self.netns, self.tools["ping"], "-c", "2", "-W", "1", gateway)
+            masqueraded = self.nat_check()
+            heading(say("topology", self.lang))
+            print(show.render_text(show.collect(prefix=self.tag, data_dir=self.data_dir), self.lang).rstrip())
+            check = self.plugin("cniplug-bridge", "CHECK", self.config, prev=result)
+            heading(say("check", self.lang) + f": exit {check.returncode} {check.stdout.decode().strip()}")
+            ok = pinged.returncode == 0 and masqueraded and check.returncode == 0
+        finally:
+            if not keep:
+                heading(say("del", self.lang))
+                proc = self.plugin("cniplug-bridge", "DEL", self.config, prev=result if ok else None)
+                print(f"exit {proc.returncode} {proc.stdout.decode().strip()}")
+                for undo in reversed(self.made):
+                    if undo:
+                        subprocess.run(undo, capture_output=True)
+                if not bridge_existed:
+                    subprocess.run([ip, "link", "delete", self.bridge], capture_output=True)
+                    from cniplug.plugins.bridge import lock_path
+
+                    Path(lock_path(self.bridge)).unlink(missing_ok=True)
+                wait_gone(self.tag)
+                print("cleaned up: namespaces, bridge, NAT chain, IPAM reservations and the outside stand-in")
+        print("\ndemo " + ("passed" if ok else "FAILED"))
+        return 0 if ok else 1
+
+
+def ran_script(log: str) -> str:
+    """The last script the plugin logged as run (skel writes the logFile at the end of the call)."""
+    try:
+        text = Path(log).read_text()
+    except OSError as err:
+        return f"(no log: {err.strerror})"
+    start = text.rfind("#!/bin/bash")
+    return text[start:].rstrip() if start >= 0 else "(the log holds no script)"
+
+
+def wait_gone(tag: str, timeout: float = 10.0) -> None:
+    """The kernel removes a deleted namespace's veths asynchronously: wait until no link of ours is left."""
+    deadline = time.monotonic() + timeout
+    while any(n.startswith(tag) for n in os.listdir("/sys/class/net")) and time.monotonic() < deadline:
+        time.sleep(0.05)
