@@ -31,6 +31,8 @@ Spec keys:
                         process for all of them: each is shown as `$ COMMAND` followed by its output
                         (stdout and stderr). Root only: elsewhere these blocks are left as they are and
                         not checked (tests/unit/test_docs.py checks them in a root test, which CI runs).
+    setup               commands run, silently, before the first one (e.g. to redo what an earlier block
+                        showed); a failing one fails the block
     cleanup             commands run, silently, before the first command and after the last (also on
                         failure): they remove whatever the commands create. Name all of it with the prefix
                         `tdoc` and use 10.245.x.0/24, so a run can touch nothing else on the machine.
@@ -226,6 +228,9 @@ def run_shell_block(spec: dict[str, Any]) -> str:
     commands: list[str] = spec["shell"]
     cleanup = "\n".join(spec.get("cleanup", [])) or ":"
     lines = [f"cleanup() {{\n{cleanup}\n}} >/dev/null 2>&1", "trap cleanup EXIT", "cleanup"]
+    for command in spec.get("setup", []):
+        failed = shlex.quote(f"setup failed: {command}")
+        lines += ["{", command, f"}} >/dev/null 2>&1 || {{ echo {failed} >&2; exit 1; }}"]
     for n, command in enumerate(commands):
         lines += [f"printf '\\n{MARK}{n}\\n'", "{", command, "} 2>&1"]
     proc = subprocess.run(["bash", "-c", "\n".join(lines)], cwd=ROOT, capture_output=True, text=True, timeout=120,
