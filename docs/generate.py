@@ -27,7 +27,8 @@ Spec keys:
     status              print the exit status
   tutorial, lang        `cniplug tutorial N --lang en|zh`
   file, fence           a file of this repository, verbatim (fence: the code block's language)
-  shell                 a list of bash commands run for real, as root, from the repository root, one bash
+  shell                 a list of bash commands run for real, as root, from the repository root (`cniplug`
+                        is this interpreter's, e.g. .venv/bin/cniplug), one bash
                         process for all of them: each is shown as `$ COMMAND` followed by its output
                         (stdout and stderr). Root only: elsewhere these blocks are left as they are and
                         not checked (tests/unit/test_docs.py checks them in a root test, which CI runs).
@@ -226,6 +227,7 @@ def is_root() -> bool:
 def run_shell_block(spec: dict[str, Any]) -> str:
     """Run the commands for real (root) in one bash; return `$ COMMAND` and its output for each."""
     commands: list[str] = spec["shell"]
+    path = os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")  # behind the venv's bin: `cniplug` is ours
     cleanup = "\n".join(spec.get("cleanup", [])) or ":"
     lines = [f"cleanup() {{\n{cleanup}\n}} >/dev/null 2>&1", "trap cleanup EXIT", "cleanup"]
     for command in spec.get("setup", []):
@@ -234,7 +236,7 @@ def run_shell_block(spec: dict[str, Any]) -> str:
     for n, command in enumerate(commands):
         lines += [f"printf '\\n{MARK}{n}\\n'", "{", command, "} 2>&1"]
     proc = subprocess.run(["bash", "-c", "\n".join(lines)], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LC_ALL": "C.UTF-8"})
+                          env={"PATH": os.pathsep.join([str(Path(sys.executable).parent), path]), "LC_ALL": "C.UTF-8"})
     parts = re.split(rf"\n{MARK}(\d+)\n", proc.stdout)
     if proc.stderr or len(parts) != 2 * len(commands) + 1:
         raise RuntimeError(f"shell block failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
