@@ -27,6 +27,16 @@ Spec keys:
     status              print the exit status
   tutorial, lang        `cniplug tutorial N --lang en|zh`
   file, fence           a file of this repository, verbatim (fence: the code block's language)
+  shell                 a list of bash commands run for real, as root, from the repository root (`cniplug`
+                        is this interpreter's, e.g. .venv/bin/cniplug), one bash
+                        process for all of them: each is shown as `$ COMMAND` followed by its output
+                        (stdout and stderr). Root only: elsewhere these blocks are left as they are and
+                        not checked (tests/unit/test_docs.py checks them in a root test, which CI runs).
+    setup               commands run, silently, before the first one (e.g. to redo what an earlier block
+                        showed); a failing one fails the block
+    cleanup             commands run, silently, before the first command and after the last (also on
+                        failure): they remove whatever the commands create. Name all of it with the prefix
+                        `tdoc` and use 10.245.x.0/24, so a run can touch nothing else on the machine.
 
 Runs happen in-process with the golden tests' fakes (tests/golden/test_golden.py: FakeFacts), so the
 output does not depend on the machine: fixed host veth name and MACs, no host state probed. The IPAM
@@ -45,8 +55,10 @@ import io
 import itertools
 import json
 import logging
+import os
 import re
 import shlex
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -205,9 +217,42 @@ def run_tutorial_block(spec: dict[str, Any]) -> str:
     return f"$ cniplug tutorial {example} --lang {lang}\n{stdout.getvalue()}"
 
 
+MARK = "@@cniplug-docs-command@@"
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def run_shell_block(spec: dict[str, Any]) -> str:
+    """Run the commands for real (root) in one bash; return `$ COMMAND` and its output for each."""
+    commands: list[str] = spec["shell"]
+    path = os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")  # behind the venv's bin: `cniplug` is ours
+    cleanup = "\n".join(spec.get("cleanup", [])) or ":"
+    lines = [f"cleanup() {{\n{cleanup}\n}} >/dev/null 2>&1", "trap cleanup EXIT", "cleanup"]
+    for command in spec.get("setup", []):
+        failed = shlex.quote(f"setup failed: {command}")
+        lines += ["{", command, f"}} >/dev/null 2>&1 || {{ echo {failed} >&2; exit 1; }}"]
+    for n, command in enumerate(commands):
+        lines += [f"printf '\\n{MARK}{n}\\n'", "{", command, "} 2>&1"]
+    proc = subprocess.run(["bash", "-c", "\n".join(lines)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={"PATH": os.pathsep.join([str(Path(sys.executable).parent), path]), "LC_ALL": "C.UTF-8"})
+    parts = re.split(rf"\n{MARK}(\d+)\n", proc.stdout)
+    if proc.stderr or len(parts) != 2 * len(commands) + 1:
+        raise RuntimeError(f"shell block failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    out = []
+    for command, output in zip(commands, parts[2::2], strict=True):
+        out.append("$ " + command)
+        if output.strip("\n"):
+            out.append(output.strip("\n"))
+    return "\n".join(out) + "\n"
+
+
 def render_block(spec: dict[str, Any]) -> str:
     """The markdown between the markers: one fenced code block."""
-    if "file" in spec:
+    if "shell" in spec:
+        text, fence = run_shell_block(spec), "console"
+    elif "file" in spec:
         text = (ROOT / spec["file"]).read_text()
         fence = spec.get("fence", "")
     elif "tutorial" in spec:
@@ -217,9 +262,15 @@ def render_block(spec: dict[str, Any]) -> str:
     return f"```{fence}\n{text.rstrip(chr(10))}\n```\n"
 
 
-def regenerate(text: str, render: Callable[[dict[str, Any]], str] = render_block) -> str:
+def regenerate(text: str, render: Callable[[dict[str, Any]], str] = render_block, root: bool | None = None) -> str:
+    """Every block rendered afresh; `shell` blocks only when `root` (default: running as root), else kept."""
+    root = is_root() if root is None else root
+
     def replace(m: re.Match[str]) -> str:
-        return m["open"] + render(json.loads(m["spec"])) + m["close"]
+        spec = json.loads(m["spec"])
+        if "shell" in spec and not root:
+            return m[0]
+        return m["open"] + render(spec) + m["close"]
 
     return BLOCK.sub(replace, text)
 
@@ -228,12 +279,17 @@ def count_blocks(text: str) -> int:
     return len(BLOCK.findall(text))
 
 
-def stale(docs: list[Path] = DOCS) -> dict[Path, str]:
-    """Doc -> unified diff (current -> regenerated), for every doc whose blocks are out of date."""
+def count_shell_blocks(text: str) -> int:
+    return sum("shell" in json.loads(m["spec"]) for m in BLOCK.finditer(text))
+
+
+def stale(docs: list[Path] = DOCS, root: bool | None = None) -> dict[Path, str]:
+    """Doc -> unified diff (current -> regenerated), for every doc whose blocks are out of date.
+    `shell` blocks are checked only when `root` (default: running as root)."""
     diffs = {}
     for path in docs:
         old = path.read_text()
-        new = regenerate(old)
+        new = regenerate(old, root=root)
         if new != old:
             rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
             diffs[path] = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
@@ -247,6 +303,9 @@ def check() -> int:
         sys.stdout.write(diff)
     if diffs:
         print(f"\n{len(diffs)} doc(s) stale: run python docs/generate.py", file=sys.stderr)
+    unchecked = 0 if is_root() else sum(count_shell_blocks(path.read_text()) for path in DOCS)
+    if unchecked:
+        print(f"{unchecked} shell block(s) not checked: they run commands as root", file=sys.stderr)
     return 1 if diffs else 0
 
 

@@ -26,8 +26,16 @@ PAIRS = [(ROOT / "docs" / f"{name}.md", ROOT / "docs" / f"{name}.zh.md") for nam
 
 
 def test_docs_are_current() -> None:
-    diffs = generate.stale()
+    diffs = generate.stale(root=False)
     assert not diffs, "docs are stale, run `python docs/generate.py`:\n" + "\n".join(diffs.values())
+
+
+@pytest.mark.root
+def test_shell_blocks_are_current() -> None:
+    """The `shell` blocks run commands for real (namespaces, a bridge): root only, and CI runs as root."""
+    assert sum(generate.count_shell_blocks(path.read_text()) for path in generate.DOCS) >= 8
+    diffs = generate.stale(root=True)
+    assert not diffs, "docs are stale, run `sudo python docs/generate.py`:\n" + "\n".join(diffs.values())
 
 
 @pytest.mark.parametrize("en, zh", PAIRS, ids=[en.stem for en, _ in PAIRS])
@@ -50,3 +58,17 @@ def test_a_stale_block_is_reported_with_a_diff(tmp_path: Path) -> None:
     assert "-old" in diffs[doc] and '+name = "cniplug"' in diffs[doc]
     doc.write_text(generate.regenerate(doc.read_text()))
     assert generate.stale([doc]) == {}
+
+
+def test_shell_blocks_are_left_alone_off_root(tmp_path: Path) -> None:
+    text = '<!-- cniplug-run: {"shell": ["echo hi"]} -->\n```console\nold\n```\n<!-- /cniplug-run -->\n'
+    assert generate.regenerate(text, root=False) == text
+    assert generate.count_shell_blocks(text) == 1
+
+
+@pytest.mark.root
+def test_a_shell_block_shows_each_command_and_its_output(tmp_path: Path) -> None:
+    spec = {"shell": ["echo one; echo two >&2", "printf no-newline", "false; echo \"exit status $?\""],
+            "cleanup": [f"rm -f {tmp_path}/x"]}
+    assert generate.run_shell_block(spec) == ('$ echo one; echo two >&2\none\ntwo\n$ printf no-newline\nno-newline\n'
+                                              '$ false; echo "exit status $?"\nexit status 1\n')
