@@ -1,12 +1,16 @@
 """Explanations printed as comments in rendered scripts, in English and Chinese.
 
 Keys are stable ids used by the templates; `{name}` fields are filled from keyword arguments.
-The filled-in values are validated interface names and addresses, never free text from a config.
+The filled-in values are validated interface names, addresses and type names; `say` refuses the rest.
 """
 
 from __future__ import annotations
 
-import re
+from cniplug.spec import ERR_INVALID_CONFIG, CNIError
+
+# ASCII control characters, DEL, and the line breaks beyond ASCII that str.splitlines() knows (U+0085,
+# U+2028, U+2029): in a comment line any of them could end the comment for some reader.
+_UNSAFE = {chr(c) for c in range(0x20)} | {"\x7f", "\x85", "\u2028", "\u2029"}
 
 MESSAGES: dict[str, dict[str, str]] = {
     "loopback_up": {
@@ -118,8 +122,14 @@ MESSAGES: dict[str, dict[str, str]] = {
 
 
 def say(key: str, lang: str = "en", **fields: object) -> str:
+    """Message `key` in `lang` (English if missing) with `fields` filled in, as one `# ...` comment line.
+
+    Raises CNIError 7 naming the field when a value has a control character or line break (_UNSAFE):
+    it would end the comment and could start a command.
+    """
     entry = MESSAGES[key]
     text = entry.get(lang) or entry["en"]
-    # A newline in a field would end the comment and start a command: flatten control characters.
-    safe = {k: re.sub(r"[\x00-\x1f]", "?", str(v)) for k, v in fields.items()}
-    return "# " + text.format(**safe)
+    for name, value in fields.items():
+        if any(c in _UNSAFE for c in str(value)):
+            raise CNIError(ERR_INVALID_CONFIG, f"value of {name!r} has a control character or line break: {value!r}")
+    return "# " + text.format(**fields)

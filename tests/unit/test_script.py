@@ -91,8 +91,9 @@ def test_render_refuses_newlines(value: str) -> None:
 
 
 def test_explanations_cannot_break_out_of_comments() -> None:
-    text = render.environment().from_string("{{ say('bridge_add', name=n) }}\n").render(n="x\nreboot")
-    assert script.parse(text).steps == []
+    with pytest.raises(CNIError) as e:
+        render.environment().from_string("{{ say('bridge_add', name=n) }}\n").render(n="x\nreboot")
+    assert e.value.code == 7
 
 
 BATCH_BODY = """ip link add cni0 type bridge
