@@ -291,7 +291,8 @@ def test_fail_every_step_in_process(sc: Scenario, stage: Callable[[Scenario, str
 
 
 def named_command(fake: FakePath) -> str:
-    """The step the runner must name when this invocation fails: the command, or a batch's first line."""
+    """The step the runner must name when this invocation fails: the command, a restore's first rule, or the
+    `ip -batch` command itself (the wrapper's failure names no line)."""
     argv = shlex.split(fake.read("failed_argv"))
     stdin = fake.read("failed_stdin")
     if not stdin:
@@ -300,8 +301,7 @@ def named_command(fake: FakePath) -> str:
     if argv[0].endswith("-restore"):  # '*nat', rules..., 'COMMIT'
         table = lines[0].lstrip("*")
         return " ".join([argv[0].removesuffix("-restore"), "-w", "-t", table, *shlex.split(lines[1])])
-    prefix = argv[: argv.index("-batch")]
-    return " ".join(prefix + lines[0].split())
+    return " ".join(argv)  # the wrapper names no line, as ip on an argument error: the batch is named
 
 
 def count_invocations(sc: Scenario, stage: Callable[[Scenario, str], Stage], fake: FakePath) -> int:

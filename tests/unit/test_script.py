@@ -148,6 +148,26 @@ def test_ip_batch_failure_rolls_back_exactly_the_lines_before_it() -> None:
                            ["ip", "link", "delete", "cni0"]]
 
 
+@pytest.mark.parametrize("stderr", ['Error: argument "nosuch" is wrong: "table" value is invalid\n',
+                                    "Command failed -:9\n", ""])
+def test_ip_batch_failure_naming_no_line_undoes_every_line(stderr: str) -> None:
+    """ip exits on an argument error without `Command failed -:N` (or names a line it was not sent): any
+    line may have run, so every line of the batch is undone, and the error names the batch."""
+    r = BatchRecorder({"ip -n ns1 -batch": (1, stderr)})
+    with pytest.raises(CNIError) as e:
+        r.run(script.parse(BATCH_BODY))
+    assert e.value.msg == "one of steps 3-4 failed: ip -n ns1 -batch -"
+    assert r.calls[2:] == [["ip", "-n", "ns1", "addr", "del", "10.0.0.2/24", "dev", "eth0"],
+                           ["ip", "link", "delete", "cni0"]]
+
+
+def test_best_effort_redoes_every_line_of_an_ip_batch_naming_no_line() -> None:
+    r = BatchRecorder({"ip -n ns1 -batch": (1, "Error: argument is wrong\n")})
+    r.run(script.parse("ip -n ns1 link delete eth0 || true\nip -n ns1 link delete eth1 || true\n"),
+          best_effort=True)
+    assert r.calls[1:] == [["ip", "-n", "ns1", "link", "delete", "eth0"], ["ip", "-n", "ns1", "link", "delete", "eth1"]]
+
+
 def test_restore_failure_is_atomic_and_rolls_back_earlier_steps() -> None:
     r = BatchRecorder({"iptables-restore": (1, "iptables-restore: line 2 failed: Chain already exists.\n")})
     with pytest.raises(CNIError) as e:
