@@ -114,6 +114,11 @@ def mac_of(name: str) -> str:
     return _link_attr(name, "address")
 
 
+def has_ipv6() -> bool:
+    """Is IPv6 there at all (/proc/sys/net/ipv6 exists unless the kernel runs with ipv6.disable=1)?"""
+    return os.path.isdir("/proc/sys/net/ipv6")
+
+
 def sysctl(key: str) -> str | None:
     """Value of a host sysctl ('net.ipv4.ip_forward'), None if it does not exist."""
     try:

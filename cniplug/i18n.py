@@ -49,6 +49,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Bridge already has gateway address {addr}",
         "zh": "网桥已有网关地址 {addr}",
     },
+    "pin_mac": {
+        "en": "Pin the MAC of bridge {name} to {mac}, else it follows its ports; last: a set MAC stays set "
+              "(addr_assign_type 3), an undo restores only the address",
+        "zh": "把网桥 {name} 的MAC固定为 {mac}，否则它随端口变化；放在最后：设置过的MAC一直保持"
+              "（addr_assign_type 3），撤销只能恢复地址",
+    },
     "accept_ra": {
         "en": "Ignore IPv6 router advertisements on {host}",
         "zh": "在 {host} 上忽略IPv6路由通告",

@@ -408,7 +408,15 @@ def test_snapshot_sees_every_kind_of_leak(make_netns: Callable[[str], str], tmp_
         subprocess.run(["ip", "netns", "exec", host, *argv], check=True)
         found = diff(before, snapshot(host, [cns], data))
         assert any(d.startswith(key + ":") for d in found), (key, found)
+    # A MAC pinned to the value it had: only how it was assigned changes (ip shows no addr_assign_type).
+    pin = "ip link set tcrleak0 address $(cat /sys/class/net/tcrleak0/address)"
+    for key, argv in (("mac_assign", ["bash", "-c", pin]), ("link", ["ip", "link", "set", "tcrleak0", "address",
+                                                                     "02:00:0a:fa:8f:01"])):
+        before = snapshot(host, [cns], data)
+        subprocess.run(["ip", "netns", "exec", host, *argv], check=True)
+        found = diff(before, snapshot(host, [cns], data))
+        assert key in [d.split(":")[0] for d in found], (key, found)
     before = snapshot(host, [cns], data)
     (data / "tcrnet9" / "10.250.143.2").write_text("c\r\neth0")
     assert diff(before, snapshot(host, [cns], data))
-    print(f"\n[faults] the snapshot detects {len(leaks) + 1} kinds of leak")
+    print(f"\n[faults] the snapshot detects {len(leaks) + 3} kinds of leak")
