@@ -210,8 +210,10 @@ def batch_command(group: list[Step]) -> tuple[list[str], str]:
 
 
 def _restore_failed_step(group: list[Step], result: Completed) -> Step:
-    m = re.search(r"line (\d+) failed", result.stderr)
-    line = int(m.group(1)) - 1 if m else 1  # line 1 is the *table header
+    """The step of the input line iptables-restore names: "line N failed" (a rule the kernel refused) or
+    "Error occurred at line: N" (a rule it could not parse, e.g. an unknown target); else the first."""
+    m = re.search(r"line (\d+) failed|Error occurred at line: (\d+)", result.stderr)
+    line = int(m.group(1) or m.group(2)) - 1 if m else 1  # line 1 is the *table header
     return group[min(max(line, 1), len(group)) - 1]
 
 

@@ -177,6 +177,15 @@ def test_restore_failure_is_atomic_and_rolls_back_earlier_steps() -> None:
     assert r.calls[-1] == ["ip", "link", "delete", "cni0"]
 
 
+def test_restore_parse_error_names_its_line() -> None:
+    err = ("iptables-restore v1.8.9 (nf_tables): Chain 'NOSUCH' does not exist\nError occurred at line: 3\n"
+           "Try `iptables-restore -h' or 'iptables-restore --help' for more information.\n")
+    r = BatchRecorder({"iptables-restore": (2, err)})
+    with pytest.raises(CNIError) as e:
+        r.run(script.parse(BATCH_BODY))
+    assert e.value.msg.startswith("step 7 failed: iptables -w -t nat -A CNI-x")
+
+
 def test_lock_timeout_is_try_again_later(tmp_path: pytest.TempPathFactory) -> None:
     import fcntl
     import os
