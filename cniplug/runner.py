@@ -139,7 +139,8 @@ class Runner:
         `ip -batch` stops at the first failing line and names it (`Command failed -:N`): the lines before
         it are done. On an argument error it exits without naming one (e.g. an unknown route table); then
         every line may have run, so all count as done (undoing one that was not done fails, and rollback
-        logs that and goes on), and the failed step is the batch command itself.
+        logs that and goes on), and the failed step is the batch command itself. iptables-restore applies
+        all or nothing: 0 done, and the failed step is the rule it names, else the batch command.
         """
         if len(group) == 1:
             result = self.call(group[0].argv)
@@ -148,11 +149,12 @@ class Runner:
         result = self.call(argv, stdin)
         if result.rc == 0:
             return len(group), None
+        batch = Step(argv=argv, line=" ".join(argv))  # the failed step when the tool names no line
         if argv[0] in ("iptables-restore", "ip6tables-restore"):
-            return 0, (_restore_failed_step(group, result), result)
+            return 0, (_restore_failed_step(group, result) or batch, result)
         m = re.search(r"Command failed -:(\d+)", result.stderr)
         if m is None or not 1 <= int(m.group(1)) <= len(group):
-            return len(group), (Step(argv=argv, line=" ".join(argv)), result)
+            return len(group), (batch, result)
         line = int(m.group(1))
         return line - 1, (group[line - 1], result)
 
@@ -209,12 +211,13 @@ def batch_command(group: list[Step]) -> tuple[list[str], str]:
     return [*first[:n], "-batch", "-"], "".join(" ".join(step.argv[n:]) + "\n" for step in group)
 
 
-def _restore_failed_step(group: list[Step], result: Completed) -> Step:
-    """The step of the input line iptables-restore names: "line N failed" (a rule the kernel refused) or
-    "Error occurred at line: N" (a rule it could not parse, e.g. an unknown target); else the first."""
+def _restore_failed_step(group: list[Step], result: Completed) -> Step | None:
+    """The step of the rule iptables-restore names: "line N failed" (a rule the kernel refused) or "Error
+    occurred at line: N" (a rule it could not parse). None when it names no rule: iptables-nft names the
+    COMMIT line for a rule whose target chain does not exist (measured, 1.8.9)."""
     m = re.search(r"line (\d+) failed|Error occurred at line: (\d+)", result.stderr)
-    line = int(m.group(1) or m.group(2)) - 1 if m else 1  # line 1 is the *table header
-    return group[min(max(line, 1), len(group)) - 1]
+    line = int(m.group(1) or m.group(2)) - 1 if m else 0  # line 1 is the *table header
+    return group[line - 1] if 1 <= line <= len(group) else None
 
 
 @dataclass

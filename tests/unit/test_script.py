@@ -177,13 +177,19 @@ def test_restore_failure_is_atomic_and_rolls_back_earlier_steps() -> None:
     assert r.calls[-1] == ["ip", "link", "delete", "cni0"]
 
 
-def test_restore_parse_error_names_its_line() -> None:
-    err = ("iptables-restore v1.8.9 (nf_tables): Chain 'NOSUCH' does not exist\nError occurred at line: 3\n"
+@pytest.mark.parametrize(("line", "named"), [(2, "step 6 failed: iptables -w -t nat -N CNI-x"),
+                                             (3, "step 7 failed: iptables -w -t nat -A CNI-x -m comment"),
+                                             (4, "one of steps 6-7 failed: iptables-restore -w --noflush")])
+def test_restore_parse_error_names_its_rule_or_the_batch(line: int, named: str) -> None:
+    """Measured (iptables-nft 1.8.9): a rule it cannot parse is named by its line; a rule whose target chain
+    does not exist by the COMMIT line (4 here), which is no rule: then the batch is named."""
+    err = (f"iptables-restore v1.8.9 (nf_tables): Chain 'NOSUCH' does not exist\nError occurred at line: {line}\n"
            "Try `iptables-restore -h' or 'iptables-restore --help' for more information.\n")
     r = BatchRecorder({"iptables-restore": (2, err)})
     with pytest.raises(CNIError) as e:
         r.run(script.parse(BATCH_BODY))
-    assert e.value.msg.startswith("step 7 failed: iptables -w -t nat -A CNI-x")
+    assert e.value.msg.startswith(named)
+    assert r.calls[-1] == ["ip", "link", "delete", "cni0"]  # restore applied nothing: no -X of the chain
 
 
 def test_lock_timeout_is_try_again_later(tmp_path: pytest.TempPathFactory) -> None:
