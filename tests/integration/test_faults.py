@@ -291,17 +291,9 @@ def test_fail_every_step_in_process(sc: Scenario, stage: Callable[[Scenario, str
 
 
 def named_command(fake: FakePath) -> str:
-    """The step the runner must name when this invocation fails: the command, a restore's first rule, or the
-    `ip -batch` command itself (the wrapper's failure names no line)."""
-    argv = shlex.split(fake.read("failed_argv"))
-    stdin = fake.read("failed_stdin")
-    if not stdin:
-        return " ".join(argv)
-    lines = [line for line in stdin.splitlines() if line.strip()]
-    if argv[0].endswith("-restore"):  # '*nat', rules..., 'COMMIT'
-        table = lines[0].lstrip("*")
-        return " ".join([argv[0].removesuffix("-restore"), "-w", "-t", table, *shlex.split(lines[1])])
-    return " ".join(argv)  # the wrapper names no line, as ip on an argument error: the batch is named
+    """The step the runner must name when this invocation fails: the command, or for an `ip -batch` or a
+    restore the batch command itself (the wrapper's failure names no line, as ip's argument errors do)."""
+    return " ".join(shlex.split(fake.read("failed_argv")))
 
 
 def count_invocations(sc: Scenario, stage: Callable[[Scenario, str], Stage], fake: FakePath) -> int:

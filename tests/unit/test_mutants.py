@@ -52,7 +52,8 @@ def test_failed_batch_line_is_not_undone() -> None:
     assert r.calls[1:] == [["ip", "link", "delete", "a"]]  # b failed: not undone; c never ran
 
 
-@pytest.mark.parametrize("word", ["a b", "a\tb", "a'b", 'a"b', "a\\b", "a#b", "a;b", ""])
+@pytest.mark.parametrize("word", ["a b", "a\tb", "a'b", 'a"b', "a\\b", "a#b", "a;b", ""],
+                         ids=["space", "tab", "quote", "dquote", "backslash", "hash", "semicolon", "empty"])
 def test_words_ip_batch_would_read_differently_are_never_batched(word: str) -> None:
     step = script.Step(argv=["ip", "link", "set", "dev", word, "up"], line="")
     assert batch_key(step) is None
@@ -104,7 +105,8 @@ def test_ifname_length_is_in_bytes() -> None:
         check_ifname("é" * 8)  # 8 characters, 16 bytes: the kernel's IFNAMSIZ counts bytes
 
 
-@pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt(), CNIError(999, "x")])
+@pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt(), CNIError(999, "x")],
+                         ids=["RuntimeError", "KeyboardInterrupt", "CNIError"])
 def test_ipam_transaction_releases_on_any_exception(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None:
     verbs: list[str] = []
 

@@ -35,7 +35,8 @@ def fake_execute(monkeypatch: pytest.MonkeyPatch, answer: Callable[[list[str]], 
 
 
 @pytest.mark.parametrize("stderr", ["iptables: No chain/target/match by that name.\n",
-                                    "iptables v1.8.9 (nf_tables): table 'nat' does not exist\n"])
+                                    "iptables v1.8.9 (nf_tables): table 'nat' does not exist\n"],
+                         ids=["no-chain", "no-table"])
 def test_missing_chain_is_nothing_there(monkeypatch: pytest.MonkeyPatch, stderr: str) -> None:
     fake_execute(monkeypatch, lambda argv: (1, "", stderr))
     assert facts.iptables_rules(4, "nat", "CNI-x") == []
@@ -58,7 +59,7 @@ def test_nft_incompatible_is_missing_only_when_the_table_has_no_such_chain(monke
      999),
     (2, "iptables v1.8.9 (nf_tables): unknown option \"-S\"\n", 999),
     (1, "iptables: Memory allocation problem.\n", 999),
-])
+], ids=["lock", "permission", "usage", "memory"])
 def test_could_not_look_raises_naming_command_and_stderr(monkeypatch: pytest.MonkeyPatch, rc: int, stderr: str,
                                                          code: int) -> None:
     fake_execute(monkeypatch, lambda argv: (rc, "", stderr))
@@ -76,7 +77,8 @@ def test_iptables_not_installed_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "iptables" in e.value.msg
 
 
-@pytest.mark.parametrize("stderr", ['Cannot find device "eth0"\n', 'Device "eth0" does not exist.\n'])
+@pytest.mark.parametrize("stderr", ['Cannot find device "eth0"\n', 'Device "eth0" does not exist.\n'],
+                         ids=["cannot-find", "does-not-exist"])
 def test_ip_json_missing_device_is_empty(monkeypatch: pytest.MonkeyPatch, stderr: str) -> None:
     fake_execute(monkeypatch, lambda argv: (1, "", stderr))
     assert facts.ip_json(["ip", "-n", "x"], "addr", "show", "dev", "eth0") == []

@@ -149,7 +149,7 @@ def test_ip_batch_failure_rolls_back_exactly_the_lines_before_it() -> None:
 
 
 @pytest.mark.parametrize("stderr", ['Error: argument "nosuch" is wrong: "table" value is invalid\n',
-                                    "Command failed -:9\n", ""])
+                                    "Command failed -:9\n", ""], ids=["argument-error", "line-9-of-2", "silent"])
 def test_ip_batch_failure_naming_no_line_undoes_every_line(stderr: str) -> None:
     """ip exits on an argument error without `Command failed -:N` (or names a line it was not sent): any
     line may have run, so every line of the batch is undone, and the error names the batch."""
@@ -179,7 +179,8 @@ def test_restore_failure_is_atomic_and_rolls_back_earlier_steps() -> None:
 
 @pytest.mark.parametrize(("line", "named"), [(2, "step 6 failed: iptables -w -t nat -N CNI-x"),
                                              (3, "step 7 failed: iptables -w -t nat -A CNI-x -m comment"),
-                                             (4, "one of steps 6-7 failed: iptables-restore -w --noflush")])
+                                             (4, "one of steps 6-7 failed: iptables-restore -w --noflush")],
+                         ids=["rule-1", "rule-2", "commit"])
 def test_restore_parse_error_names_its_rule_or_the_batch(line: int, named: str) -> None:
     """Measured (iptables-nft 1.8.9): a rule it cannot parse is named by its line; a rule whose target chain
     does not exist by the COMMIT line (4 here), which is no rule: then the batch is named."""
