@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from cniplug import runner
-from cniplug.spec import ERR_INTERNAL, ERR_INVALID_ENV, CNIError
+from cniplug.spec import ERR_INTERNAL, ERR_INVALID_ENV, ERR_TRY_AGAIN_LATER, CNIError
 
 NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3)
 CLONE_NEWNET = 0x40000000
@@ -114,6 +114,11 @@ def mac_of(name: str) -> str:
     return _link_attr(name, "address")
 
 
+def has_ipv6() -> bool:
+    """Is IPv6 there at all (/proc/sys/net/ipv6 exists unless the kernel runs with ipv6.disable=1)?"""
+    return os.path.isdir("/proc/sys/net/ipv6")
+
+
 def sysctl(key: str) -> str | None:
     """Value of a host sysctl ('net.ipv4.ip_forward'), None if it does not exist."""
     try:
@@ -124,15 +129,32 @@ def sysctl(key: str) -> str | None:
 
 
 def ip_json(prefix: list[str], *args: str) -> list[dict[str, Any]]:
-    """`ip -j ...` through the runner seam; an error (e.g. device not found) gives []."""
+    """`ip -j ARGS` through the runner seam -> the parsed list; [] when `ip` says the device (or what was
+    asked for) is not there ("Cannot find device", "does not exist").
+
+    Raises CNIError (probe_error: 11 for the xtables lock, else 999, naming the command and its stderr)
+    when ip could not look (a namespace that cannot be entered, an argument error, ...), and 999 for
+    output that is not JSON: "could not look" must never read as "nothing there".
+    """
     result = runner.execute([*prefix, "-j", *args])
-    if result.rc != 0 or not result.stdout.strip():
+    if result.rc != 0:
+        if "Cannot find device" in result.stderr or "does not exist" in result.stderr:
+            return []
+        raise probe_error(result)
+    if not result.stdout.strip():
         return []
     try:
         data = json.loads(result.stdout)
     except ValueError:
         raise CNIError(ERR_INTERNAL, f"cannot parse output of {' '.join(result.argv)}") from None
     return data if isinstance(data, list) else []
+
+
+def probe_error(result: runner.Completed) -> CNIError:
+    """A probe that could not look: 11 (try again later) when the xtables lock was busy, else 999."""
+    code = ERR_TRY_AGAIN_LATER if "xtables lock" in result.stderr else ERR_INTERNAL
+    return CNIError(code, f"cannot read state: {' '.join(result.argv)} failed",
+                    f"exit {result.rc}: {result.stderr.strip()}")
 
 
 def addresses(prefix: list[str], dev: str) -> list[str]:
@@ -150,17 +172,32 @@ def addresses(prefix: list[str], dev: str) -> list[str]:
     return out
 
 
+# What iptables says when the chain (or its whole table) is not there: legacy and iptables-nft >= 1.8.10
+# "No chain/target/match by that name"; a missing table "Table does not exist" / "table 'x' does not exist".
+_NO_CHAIN = ("No chain/target/match by that name", "does not exist")
+
+
 def iptables_rules(family: int, table: str, chain: str) -> list[str]:
-    """`iptables -S CHAIN` lines of one chain (empty if the chain or iptables is missing).
+    """`iptables -S CHAIN` (ip6tables for family 6) lines of one chain; [] if the chain does not exist.
 
     One chain, not the whole table: with 200 containers listing nat takes ~14 ms, POSTROUTING ~5 ms.
+    iptables-nft 1.8.9 (Debian 12) answers a missing chain with "chain `X' in table `T' is incompatible"
+    (measured): only then is the whole table listed to tell a missing chain from a really incompatible one.
+    Raises CNIError when iptables could not look (not installed, the xtables lock -> 11, anything else ->
+    999, naming the command and its stderr): DEL and CHECK must not take that for "no chain".
     """
     tool = "iptables" if family == 4 else "ip6tables"
-    try:
-        result = runner.execute([tool, "-w", "-t", table, "-S", chain])
-    except CNIError:
+    result = runner.execute([tool, "-w", "-t", table, "-S", chain])
+    if result.rc == 0:
+        return result.stdout.splitlines()
+    if any(text in result.stderr for text in _NO_CHAIN):
         return []
-    return result.stdout.splitlines() if result.rc == 0 else []
+    if result.rc == 1 and "is incompatible" in result.stderr:
+        whole = runner.execute([tool, "-w", "-t", table, "-S"])
+        if whole.rc == 0 and not any(line.split()[:2] in (["-N", chain], ["-P", chain])
+                                     for line in whole.stdout.splitlines()):
+            return []
+    raise probe_error(result)
 
 
 # rtnetlink, just enough to list addresses (linux/netlink.h, linux/rtnetlink.h, linux/if_addr.h).

@@ -1,12 +1,16 @@
 """Explanations printed as comments in rendered scripts, in English and Chinese.
 
 Keys are stable ids used by the templates; `{name}` fields are filled from keyword arguments.
-The filled-in values are validated interface names and addresses, never free text from a config.
+The filled-in values are validated interface names, addresses and type names; `say` refuses the rest.
 """
 
 from __future__ import annotations
 
-import re
+from cniplug.spec import ERR_INVALID_CONFIG, CNIError
+
+# ASCII control characters, DEL, and the line breaks beyond ASCII that str.splitlines() knows (U+0085,
+# U+2028, U+2029): in a comment line any of them could end the comment for some reader.
+_UNSAFE = {chr(c) for c in range(0x20)} | {"\x7f", "\x85", "\u2028", "\u2029"}
 
 MESSAGES: dict[str, dict[str, str]] = {
     "loopback_up": {
@@ -44,6 +48,12 @@ MESSAGES: dict[str, dict[str, str]] = {
     "gateway_present": {
         "en": "Bridge already has gateway address {addr}",
         "zh": "网桥已有网关地址 {addr}",
+    },
+    "pin_mac": {
+        "en": "Pin the MAC of bridge {name} to {mac}, else it follows its ports; last: a set MAC stays set "
+              "(addr_assign_type 3), an undo restores only the address",
+        "zh": "把网桥 {name} 的MAC固定为 {mac}，否则它随端口变化；放在最后：设置过的MAC一直保持"
+              "（addr_assign_type 3），撤销只能恢复地址",
     },
     "accept_ra": {
         "en": "Ignore IPv6 router advertisements on {host}",
@@ -88,8 +98,6 @@ MESSAGES: dict[str, dict[str, str]] = {
                    "zh": "创建时就固定网桥的MAC（{mac}）：否则网桥会取其端口中最小的MAC，每当容器增减网关的MAC都会变（各处ARP缓存随之失效）"},
     "bridge_mtu": {"en": "mtu {mtu}: every link of the network gets the configured MTU (the tutorial keeps the default 1500)",
                    "zh": "mtu {mtu}：网络中的每条链路都使用配置的MTU（教程中是默认值1500）"},
-    "bridge_pin": {"en": "Pin the existing bridge's MAC to the one it has now ({mac}), so it no longer follows its lowest port (as the reference bridge does after adding the gateway)",
-                   "zh": "把已有网桥的MAC固定为当前值（{mac}），使它不再随最小的端口MAC变化（参考插件在添加网关后也这样做）"},
     "bridge_promisc": {"en": "promiscMode: the bridge's own interface accepts frames for any MAC, so the host sees all the network's traffic",
                        "zh": "promiscMode：网桥自身的接口接收任何MAC的帧，主机可以看到网络中的全部流量"},
     "veth_why": {"en": "Unlike the tutorial (example {ex}, step {made}, then step {moved} moves it), the container end is created inside the container namespace: its name {peer} would clash with the host's own {peer}, and moving a device costs 15-50 ms; `address` gives it a fixed MAC",
@@ -217,8 +225,14 @@ MESSAGES: dict[str, dict[str, str]] = {
 
 
 def say(key: str, lang: str = "en", **fields: object) -> str:
+    """Message `key` in `lang` (English if missing) with `fields` filled in, as one `# ...` comment line.
+
+    Raises CNIError 7 naming the field when a value has a control character or line break (_UNSAFE):
+    it would end the comment and could start a command.
+    """
     entry = MESSAGES[key]
     text = entry.get(lang) or entry["en"]
-    # A newline in a field would end the comment and start a command: flatten control characters.
-    safe = {k: re.sub(r"[\x00-\x1f]", "?", str(v)) for k, v in fields.items()}
-    return "# " + text.format(**safe)
+    for name, value in fields.items():
+        if any(c in _UNSAFE for c in str(value)):
+            raise CNIError(ERR_INVALID_CONFIG, f"value of {name!r} has a control character or line break: {value!r}")
+    return "# " + text.format(**fields)

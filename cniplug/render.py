@@ -17,9 +17,11 @@ from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, Stric
 from markupsafe import Markup
 
 from cniplug import i18n, rundir
+from cniplug.script import LINE_BREAKS
 from cniplug.spec import ERR_INVALID_CONFIG, CNIError
 
 Raw = Markup  # trusted text that is inserted as is
+BAD_CHARS = "\n\0" + LINE_BREAKS
 
 
 def templates_dir() -> Path:
@@ -32,14 +34,18 @@ def templates_dir() -> Path:
 
 
 def quote(value: Any) -> Markup:
+    """One rendered value -> one shell word (shlex.quote), or trusted Markup unchanged.
+
+    Raises CNIError 7 naming the value for a list/dict/None, and for a newline, NUL or any other line
+    break str.splitlines() knows (script.LINE_BREAKS): in a comment it would otherwise start a command.
+    """
     if isinstance(value, Markup):
         return value
     if value is None or isinstance(value, (list, dict, tuple)):
         raise CNIError(ERR_INVALID_CONFIG, f"cannot render value {value!r} as one shell word")
     text = str(value)
-    if any(c in text for c in "\n\r\0"):
-        # A newline would end the line: inside a comment it would start a new command.
-        raise CNIError(ERR_INVALID_CONFIG, f"value {text!r} contains a newline or NUL")
+    if any(c in BAD_CHARS for c in text):
+        raise CNIError(ERR_INVALID_CONFIG, f"value {text!r} contains a newline, NUL or other line break")
     if text == "!":  # iptables negation; plain in a script (history expansion is interactive only)
         return Markup(text)
     return Markup(shlex.quote(text))

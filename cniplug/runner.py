@@ -91,6 +91,7 @@ class Runner:
         steps = script.steps
         index = 0
         while index < len(steps):
+            start = index
             group = self.group(steps, index, best_effort) if self.batch else [steps[index]]
             ok, failed = self.run_group(group)
             done.extend(group[:ok])
@@ -100,8 +101,10 @@ class Runner:
             step, result = failed
             if best_effort or step.tolerant:
                 log.info("ignored failure of %s: %s", step.line, result.stderr.strip())
-                # The rest of a failed batch still runs, one step at a time (restore applied none of it).
-                rest = group if group[0].argv[0] in ("iptables", "ip6tables") else group[ok + 1:]
+                # The rest of a failed batch still runs, one step at a time: after the failed line of an ip
+                # batch; all of it after a restore (it applied none) or an ip batch that named no line.
+                restored = group[0].argv[0] in ("iptables", "ip6tables")
+                rest = group if restored or ok == len(group) else group[ok + 1:]
                 for other in rest if len(group) > 1 else []:
                     if self.call(other.argv).rc != 0:
                         log.info("ignored failure of %s", other.line)
@@ -109,9 +112,10 @@ class Runner:
             self.rollback(done)
             # Another program holding the xtables lock for longer than -w waits is transient.
             busy = "xtables lock" in result.stderr
+            where = f"step {steps.index(step) + 1}" if step in group else f"one of steps {start + 1}-{index}"
             raise CNIError(
                 ERR_TRY_AGAIN_LATER if busy else ERR_INTERNAL,
-                f"step {steps.index(step) + 1} failed: {' '.join(step.argv)}",
+                f"{where} failed: {' '.join(step.argv)}",
                 f"exit {result.rc}: {result.stderr.strip()}",
             )
 
@@ -130,7 +134,14 @@ class Runner:
         return steps[start:end]
 
     def run_group(self, group: list[Step]) -> tuple[int, tuple[Step, Completed] | None]:
-        """Run a group; returns (how many steps completed, the failed step and its result)."""
+        """Run a group; returns (how many steps may have completed, the failed step and its result).
+
+        `ip -batch` stops at the first failing line and names it (`Command failed -:N`): the lines before
+        it are done. On an argument error it exits without naming one (e.g. an unknown route table); then
+        every line may have run, so all count as done (undoing one that was not done fails, and rollback
+        logs that and goes on), and the failed step is the batch command itself. iptables-restore applies
+        all or nothing: 0 done, and the failed step is the rule it names, else the batch command.
+        """
         if len(group) == 1:
             result = self.call(group[0].argv)
             return (1, None) if result.rc == 0 else (0, (group[0], result))
@@ -138,10 +149,13 @@ class Runner:
         result = self.call(argv, stdin)
         if result.rc == 0:
             return len(group), None
-        if argv[0] == "iptables-restore" or argv[0] == "ip6tables-restore":
-            return 0, (_restore_failed_step(group, result), result)
+        batch = Step(argv=argv, line=" ".join(argv))  # the failed step when the tool names no line
+        if argv[0] in ("iptables-restore", "ip6tables-restore"):
+            return 0, (_restore_failed_step(group, result) or batch, result)
         m = re.search(r"Command failed -:(\d+)", result.stderr)
-        line = int(m.group(1)) if m else 1
+        if m is None or not 1 <= int(m.group(1)) <= len(group):
+            return len(group), (batch, result)
+        line = int(m.group(1))
         return line - 1, (group[line - 1], result)
 
     def rollback(self, done: list[Step]) -> None:
@@ -197,10 +211,13 @@ def batch_command(group: list[Step]) -> tuple[list[str], str]:
     return [*first[:n], "-batch", "-"], "".join(" ".join(step.argv[n:]) + "\n" for step in group)
 
 
-def _restore_failed_step(group: list[Step], result: Completed) -> Step:
-    m = re.search(r"line (\d+) failed", result.stderr)
-    line = int(m.group(1)) - 1 if m else 1  # line 1 is the *table header
-    return group[min(max(line, 1), len(group)) - 1]
+def _restore_failed_step(group: list[Step], result: Completed) -> Step | None:
+    """The step of the rule iptables-restore names: "line N failed" (a rule the kernel refused) or "Error
+    occurred at line: N" (a rule it could not parse). None when it names no rule: iptables-nft names the
+    COMMIT line for a rule whose target chain does not exist (measured, 1.8.9)."""
+    m = re.search(r"line (\d+) failed|Error occurred at line: (\d+)", result.stderr)
+    line = int(m.group(1) or m.group(2)) - 1 if m else 0  # line 1 is the *table header
+    return group[line - 1] if 1 <= line <= len(group) else None
 
 
 @dataclass

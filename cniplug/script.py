@@ -13,7 +13,9 @@ The directive syntax, all of it (each line of the body is one of):
                       its output, and its failure (a tool not installed) does not stop a run
     (blank)           nothing
 
-A line starting with `#` is a comment to bash, so the script stays runnable as is.
+A line starting with `#` is a comment to bash, so the script stays runnable as is. Lines end at `\n` only,
+as bash reads them: a body with any other character that Python's str.splitlines() breaks on (LINE_BREAKS)
+is refused, so the runner can never see a line that bash does not.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ UNDO = "#undo "
 OBSERVE = "#observe"
 TOLERANT = "|| true"
 QUIET = "2>/dev/null"
+# What str.splitlines() ends a line at besides "\n" (Python docs, str.splitlines); bash ends lines only at "\n".
+LINE_BREAKS = "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 _UNSAFE = set(";&|<>()$`\\*?[]{}~")
 # A word: unquoted characters and '...' segments up to a blank (shlex's blanks); _check_plain has
 # refused backslashes and unbalanced quotes, and a line with " outside '...' goes to shlex.
@@ -119,11 +123,18 @@ def _check_plain(line: str) -> None:
 
 
 def parse(body: str) -> Script:
+    """Rendered text -> Script: lines split at "\n" and blanks (space, tab) trimmed, as bash reads them.
+
+    Raises CNIError 999 (a template bug: values are refused earlier by render.quote and i18n.say) for a
+    line with a LINE_BREAKS character, shell syntax, or an #undo with no step above it.
+    """
     steps: list[Step] = []
     note: list[str] = []
     observe = False
-    for raw_line in body.splitlines():
-        line = raw_line.strip()
+    for raw_line in body.split("\n"):
+        if any(c in LINE_BREAKS for c in raw_line):
+            raise CNIError(ERR_INTERNAL, f"template bug: line {raw_line!r} has a line break bash does not see")
+        line = raw_line.strip(" \t")
         if not line:
             continue
         if line == OBSERVE:

@@ -11,6 +11,13 @@ BUILTIN = ("cniplug-host-local", "cniplug-static")
 
 
 def ipam_type(req: Request) -> str:
+    """The config's `ipam.type`, "" when there is no ipam section.
+
+    Raises CNIError 7 naming `ipam.type` unless it is a plugin name: a delegate is exec'd as a file
+    named so in a CNI_PATH directory (cni-notes 1.10; the spec: "must not contain characters disallowed
+    in file paths"), and the name is shown in the script's comments. So no '/', not '.' or '..', and only
+    printable non-blank characters (no control characters, no line breaks that str.splitlines() sees).
+    """
     ipam = req.config.get("ipam")
     if ipam is None or ipam == {}:
         return ""
@@ -19,6 +26,9 @@ def ipam_type(req: Request) -> str:
     kind = ipam.get("type")
     if not isinstance(kind, str) or not kind:
         raise CNIError(ERR_INVALID_CONFIG, f"field 'ipam.type' must be a non-empty string, got {kind!r}")
+    if "/" in kind or kind in (".", "..") or not all(c.isprintable() and not c.isspace() for c in kind):
+        raise CNIError(ERR_INVALID_CONFIG, f"field 'ipam.type' must be a plugin name, got {kind!r}",
+                       "a file name in CNI_PATH: no '/', whitespace or control characters")
     return kind
 
 

@@ -11,19 +11,9 @@ import os
 import subprocess
 from typing import Any
 
+from cniplug.ipam import ipam_type
 from cniplug.skel import Request
 from cniplug.spec import ERR_INTERNAL, ERR_INVALID_CONFIG, CNIError, to_current
-
-
-def ipam_type(req: Request) -> str:
-    ipam = req.config.get("ipam")
-    kind = ipam.get("type") if isinstance(ipam, dict) else None
-    if not isinstance(kind, str) or not kind:
-        raise CNIError(ERR_INVALID_CONFIG, f"ipam.type must be a non-empty string, got {kind!r}")
-    if "/" in kind or kind in (".", ".."):
-        raise CNIError(ERR_INVALID_CONFIG, f"ipam.type {kind!r} must be a plain plugin name",
-                       "a plugin type must not contain '/'")
-    return kind
 
 
 def find_plugin(kind: str, paths: list[str]) -> str:

@@ -335,7 +335,10 @@ def run(parsed: script.Script, prefix: str, subnets: list[str], lang: str = "en"
         from cniplug.lab import show
 
         print("\n# The whole topology before the clean-up (cniplug show --prefix " + prefix + "):", file=out)
-        print(show.render_text(show.collect(prefix=prefix), lang).rstrip(), file=out)
+        try:
+            print(show.render_text(show.collect(prefix=prefix), lang).rstrip(), file=out)
+        except CNIError as err:  # showing is a bonus: never a reason to stop before the clean-up
+            print(f"(cannot show it: {err.msg})", file=out)
     except (Interrupted, KeyboardInterrupt, OSError) as exc:  # OSError: e.g. the output pipe closed
         say(out, f"\n# interrupted ({type(exc).__name__}: {exc}): undoing everything done so far")
         ok = False

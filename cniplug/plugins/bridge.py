@@ -203,7 +203,7 @@ def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None
         result["dns"] = req.config["dns"]
 
     exists = facts.link_exists(cfg.bridge)
-    ipv6 = os.path.isdir("/proc/sys/net/ipv6")
+    ipv6 = facts.has_ipv6()
     accept_ra_old = facts.sysctl(f"net.ipv6.conf.{cfg.bridge}.accept_ra") if exists else None
     bridge_up = exists and bool(facts.link_flags(cfg.bridge) & facts.IFF_UP)
     bridge_addrs = facts.addresses(["ip"], cfg.bridge) if exists and cfg.is_gateway else []

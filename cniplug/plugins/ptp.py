@@ -6,7 +6,6 @@ Config keys follow the reference ptp plugin (cni-notes 3.2): ipMasq, mtu, ipam (
 from __future__ import annotations
 
 import ipaddress
-import os
 from typing import Any
 
 from cniplug import facts, ipam, skel
@@ -66,7 +65,7 @@ def plan_add(req: Request, ip_masq: bool, mtu: int, ipam_result: dict[str, Any],
     context = {
         "forwarding": forwarding,
         "veth": {"host": host_veth, "peer": req.ifname, "netns": req.netns, "mtu": mtu, "mac": mac,
-                 "accept_ra": os.path.isdir("/proc/sys/net/ipv6")},
+                 "accept_ra": facts.has_ipv6()},
         "container": {"ip": facts.ns_ip(req.netns), "addrs": addrs, "routes": common.routes_with_gateways(result),
                       "p2p": p2p},
         "host": host,

@@ -6,6 +6,7 @@ after an intended change with `pytest tests/golden --update-golden` and review t
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 from pathlib import Path
@@ -30,6 +31,7 @@ class FakeFacts:
                                         **data.get("sysctls", {})}
         self.iptables: dict[str, list[str]] = data.get("iptables", {})
         self.netns_alive: bool = data.get("netns_alive", True)
+        self.ipv6: bool = data.get("ipv6", True)
 
     def iptables_rules(self, family: int, table: str, chain: str) -> list[str]:
         """`iptables -S CHAIN` of the case's nat table: nothing for a chain that is not there."""
@@ -38,7 +40,11 @@ class FakeFacts:
             return []
         return [line for line in lines if line.split()[1] == chain]
 
+    def link(self, name: str, key: str, default: Any) -> Any:
+        return self.links.get(name, {}).get(key, default)
+
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Every probe in facts (PROBES) is replaced: the script depends on the case, never on this machine."""
         monkeypatch.setattr(facts, "link_exists", lambda name: name in self.links)
         monkeypatch.setattr(facts, "is_bridge", lambda name: self.links.get(name, {}).get("kind") == "bridge")
         monkeypatch.setattr(facts, "link_flags", lambda name: int(self.links.get(name, {}).get("flags", "0"), 16))
@@ -47,6 +53,13 @@ class FakeFacts:
         monkeypatch.setattr(facts, "iptables_rules", self.iptables_rules)
         monkeypatch.setattr(facts, "netns_alive", lambda path: bool(path) and self.netns_alive)
         monkeypatch.setattr(facts, "ip_json", lambda prefix, *args: [])
+        monkeypatch.setattr(facts, "mac_of", lambda name: self.link(name, "mac", ""))
+        monkeypatch.setattr(facts, "addr_assign_type", lambda name: self.link(name, "addr_assign_type", -1))
+        monkeypatch.setattr(facts, "ifindex_of", lambda name: self.link(name, "ifindex", -1))
+        monkeypatch.setattr(facts, "master_of", lambda name: self.link(name, "master", ""))
+        monkeypatch.setattr(facts, "host_addresses", lambda dev: self.link(dev, "addrs", []))
+        monkeypatch.setattr(facts, "has_ipv6", lambda: self.ipv6)
+        monkeypatch.setattr(facts, "check_netns", lambda path: None)
         monkeypatch.setattr(common, "host_veth_name", lambda: "veth0a1b2c3d")
         monkeypatch.setattr(common, "random_mac", lambda: "02:00:00:00:00:aa")
 
@@ -62,6 +75,20 @@ def render_case(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path:
                   stdin=io.BytesIO(json.dumps(config).encode()), stdout=out)
     assert rc == 0, out.getvalue()
     return out.getvalue().replace(str(tmp_path), "@TMP@")
+
+
+# The functions of cniplug.facts that read the machine; FakeFacts replaces each one.
+PROBES = {"link_exists", "is_bridge", "link_flags", "sysctl", "addresses", "iptables_rules", "netns_alive", "ip_json",
+          "mac_of", "addr_assign_type", "ifindex_of", "master_of", "host_addresses", "has_ipv6", "check_netns"}
+PURE = {"ns_ip", "ns_exec", "probe_error"}  # no probe: computed from their arguments
+
+
+def test_fake_facts_replace_every_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    public = {name for name, value in vars(facts).items() if inspect.isfunction(value)
+              and value.__module__ == facts.__name__ and not name.startswith("_")}
+    assert public == PROBES | PURE, "a new probe in cniplug.facts: fake it in FakeFacts and list it in PROBES"
+    FakeFacts({}).install(monkeypatch)
+    assert all(getattr(facts, name).__module__ != facts.__name__ for name in PROBES)
 
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])

@@ -97,7 +97,9 @@ def in_host(host: str, *argv: str) -> str:
 
 SEP = "@@tcr@@"
 _COUNTERS = re.compile(r"\[\d+:\d+\]")
-_VOLATILE = ("valid_life_time", "preferred_life_time", "expires")
+# Counters and timers that move on their own (`ip -d` shows the bridge's and its ports' STP timers).
+_VOLATILE = ("valid_life_time", "preferred_life_time", "expires", "hello_timer", "tcn_timer",
+             "topology_change_timer", "gc_timer", "hold_timer", "message_age_timer", "forward_delay_timer")
 
 
 def _strip(value: Any) -> Any:
@@ -116,23 +118,27 @@ def _ip_prefix(netns: str) -> str:
 def snapshot(host: str, containers: list[str], data_dir: Path | None = None, bridge: str = "") -> dict[str, Any]:
     """The whole network state of the host namespace and the container namespaces, plus the IPAM store.
 
-    One `bash` in the host namespace prints everything (fast: a snapshot costs ~30 ms).
+    One `bash` in the host namespace prints everything (fast: a snapshot costs ~30 ms). Links with `-d`
+    (kind, bridge and port settings, the bridge id that carries its MAC) and, from /sys, how each host
+    link's MAC was assigned (addr_assign_type: 3 once set, e.g. by a MAC pin, which ip does not show).
     """
     parts = [
-        "ip -j link show", "ip -j addr show", "ip -j -4 route show table all", "ip -j -6 route show table all",
+        "ip -d -j link show",
+        "for f in /sys/class/net/*/addr_assign_type; do echo \"${f#/sys/class/net/} $(cat $f)\"; done",
+        "ip -j addr show", "ip -j -4 route show table all", "ip -j -6 route show table all",
         "iptables-save", "ip6tables-save",
         "cat /proc/sys/net/ipv4/ip_forward", "cat /proc/sys/net/ipv6/conf/all/forwarding",
         f"cat /proc/sys/net/ipv6/conf/{bridge or 'tcr-none'}/accept_ra 2>/dev/null || echo absent",
     ]
     for c in containers:
         ip = _ip_prefix(c)
-        parts += [f"{ip} -j link show", f"{ip} -j addr show", f"{ip} -j -4 route show table all",
+        parts += [f"{ip} -d -j link show", f"{ip} -j addr show", f"{ip} -j -4 route show table all",
                   f"{ip} -j -6 route show table all"]
     script = f"; echo {SEP}; ".join(parts)
     out = in_host(host, "bash", "-c", script)
     chunks = out.split(SEP + "\n")
     assert len(chunks) == len(parts), out
-    names = ["link", "addr", "route4", "route6", "iptables", "ip6tables", "ip_forward", "forwarding6",
+    names = ["link", "mac_assign", "addr", "route4", "route6", "iptables", "ip6tables", "ip_forward", "forwarding6",
              "bridge_accept_ra"]
     for i, _ in enumerate(containers):
         names += [f"c{i}.link", f"c{i}.addr", f"c{i}.route4", f"c{i}.route6"]
@@ -140,6 +146,8 @@ def snapshot(host: str, containers: list[str], data_dir: Path | None = None, bri
     for name, chunk in zip(names, chunks, strict=True):
         if name.endswith(("link", "addr", "route4", "route6")):
             state[name] = _strip(json.loads(chunk)) if chunk.strip() else []
+        elif name == "mac_assign":
+            state[name] = chunk.splitlines()
         elif name in ("iptables", "ip6tables"):
             state[name] = [_COUNTERS.sub("[0:0]", line) for line in chunk.splitlines() if not line.startswith("#")]
         else:

@@ -91,8 +91,9 @@ def test_render_refuses_newlines(value: str) -> None:
 
 
 def test_explanations_cannot_break_out_of_comments() -> None:
-    text = render.environment().from_string("{{ say('bridge_add', name=n) }}\n").render(n="x\nreboot")
-    assert script.parse(text).steps == []
+    with pytest.raises(CNIError) as e:
+        render.environment().from_string("{{ say('bridge_add', name=n) }}\n").render(n="x\nreboot")
+    assert e.value.code == 7
 
 
 BATCH_BODY = """ip link add cni0 type bridge
@@ -147,6 +148,26 @@ def test_ip_batch_failure_rolls_back_exactly_the_lines_before_it() -> None:
                            ["ip", "link", "delete", "cni0"]]
 
 
+@pytest.mark.parametrize("stderr", ['Error: argument "nosuch" is wrong: "table" value is invalid\n',
+                                    "Command failed -:9\n", ""], ids=["argument-error", "line-9-of-2", "silent"])
+def test_ip_batch_failure_naming_no_line_undoes_every_line(stderr: str) -> None:
+    """ip exits on an argument error without `Command failed -:N` (or names a line it was not sent): any
+    line may have run, so every line of the batch is undone, and the error names the batch."""
+    r = BatchRecorder({"ip -n ns1 -batch": (1, stderr)})
+    with pytest.raises(CNIError) as e:
+        r.run(script.parse(BATCH_BODY))
+    assert e.value.msg == "one of steps 3-4 failed: ip -n ns1 -batch -"
+    assert r.calls[2:] == [["ip", "-n", "ns1", "addr", "del", "10.0.0.2/24", "dev", "eth0"],
+                           ["ip", "link", "delete", "cni0"]]
+
+
+def test_best_effort_redoes_every_line_of_an_ip_batch_naming_no_line() -> None:
+    r = BatchRecorder({"ip -n ns1 -batch": (1, "Error: argument is wrong\n")})
+    r.run(script.parse("ip -n ns1 link delete eth0 || true\nip -n ns1 link delete eth1 || true\n"),
+          best_effort=True)
+    assert r.calls[1:] == [["ip", "-n", "ns1", "link", "delete", "eth0"], ["ip", "-n", "ns1", "link", "delete", "eth1"]]
+
+
 def test_restore_failure_is_atomic_and_rolls_back_earlier_steps() -> None:
     r = BatchRecorder({"iptables-restore": (1, "iptables-restore: line 2 failed: Chain already exists.\n")})
     with pytest.raises(CNIError) as e:
@@ -154,6 +175,22 @@ def test_restore_failure_is_atomic_and_rolls_back_earlier_steps() -> None:
     assert "-N CNI-x" in e.value.msg
     assert ["iptables", "-w", "-t", "nat", "-X", "CNI-x"] not in r.calls  # restore applied nothing
     assert r.calls[-1] == ["ip", "link", "delete", "cni0"]
+
+
+@pytest.mark.parametrize(("line", "named"), [(2, "step 6 failed: iptables -w -t nat -N CNI-x"),
+                                             (3, "step 7 failed: iptables -w -t nat -A CNI-x -m comment"),
+                                             (4, "one of steps 6-7 failed: iptables-restore -w --noflush")],
+                         ids=["rule-1", "rule-2", "commit"])
+def test_restore_parse_error_names_its_rule_or_the_batch(line: int, named: str) -> None:
+    """Measured (iptables-nft 1.8.9): a rule it cannot parse is named by its line; a rule whose target chain
+    does not exist by the COMMIT line (4 here), which is no rule: then the batch is named."""
+    err = (f"iptables-restore v1.8.9 (nf_tables): Chain 'NOSUCH' does not exist\nError occurred at line: {line}\n"
+           "Try `iptables-restore -h' or 'iptables-restore --help' for more information.\n")
+    r = BatchRecorder({"iptables-restore": (2, err)})
+    with pytest.raises(CNIError) as e:
+        r.run(script.parse(BATCH_BODY))
+    assert e.value.msg.startswith(named)
+    assert r.calls[-1] == ["ip", "link", "delete", "cni0"]  # restore applied nothing: no -X of the chain
 
 
 def test_lock_timeout_is_try_again_later(tmp_path: pytest.TempPathFactory) -> None:

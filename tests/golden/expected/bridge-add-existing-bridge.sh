@@ -42,3 +42,7 @@ iptables -w -t nat -A CNI-15815ef49e0fdf04a746924c ! -d 224.0.0.0/4 -m comment -
 # Send this container's packets (source 10.22.0.2/32) through the chain; added last, so the chain is complete when the first packet arrives
 iptables -w -t nat -A POSTROUTING -s 10.22.0.2/32 -m comment --comment 'name: "mynet" id: "c0ffee"' -j CNI-15815ef49e0fdf04a746924c
 #undo iptables -w -t nat -D POSTROUTING -s 10.22.0.2/32 -m comment --comment 'name: "mynet" id: "c0ffee"' -j CNI-15815ef49e0fdf04a746924c
+
+# Pin the MAC of bridge cni0 to 0a:58:0a:16:00:01, else it follows its ports; last: a set MAC stays set (addr_assign_type 3), an undo restores only the address
+ip link set cni0 address 0a:58:0a:16:00:01
+#undo ip link set cni0 address 0a:58:0a:16:00:01
