@@ -48,7 +48,7 @@ BREAKS: dict[str, tuple[Callable[[list[str]], bool], str]] = {
     "route": (lambda argv: "default" in argv and "route" in argv,
               "without a default route the container (client) knows only its own subnet: packets to any other "
               "address have nowhere to go ('Network is unreachable')"),
-    "gateway": (lambda argv: "addr" in argv and "add" in argv and argv[:2] == ["ip", "addr"],
+    "gateway": (lambda argv: argv[:3] == ["ip", "addr", "add"] and argv[-1].endswith("br0"),
                 "without an address on the bridge nothing answers at the gateway address: the container's "
                 "default route points at nobody"),
 }
