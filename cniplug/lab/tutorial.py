@@ -302,6 +302,8 @@ def run(parsed: script.Script, prefix: str, subnets: list[str], lang: str = "en"
                 journal.record(step.undo)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
             is_ping = "ping" in step.argv
+            if result.rc != 0 and re.search(r'exec of "[^"]+" failed: No such file', result.stderr):
+                result.rc = 127  # `ip netns exec` could not find the tool: the same as the shell's 127
             status = "ok" if result.rc == 0 else f"FAILED (exit {result.rc})"
             if step.tolerant and result.rc != 0:
                 status = "nothing to do"
