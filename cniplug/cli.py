@@ -115,7 +115,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--subnet", default="10.244.250.0/24", type=ipv4_network)
     p.add_argument("--keep", action="store_true", help="leave the namespace and network in place")
     p.add_argument("--prefix", default="cnidemo", help="start of every name the demo creates (up to 7 characters)")
-    p.add_argument("--outside", default="203.0.113.0/24", type=ipv4_network,
+    p.add_argument("--outside", default="198.18.0.0/24", type=ipv4_network,
                    help="the stand-in for the Internet: a namespace at its first address")
     p.add_argument("--lang", choices=fastpath.LANGS, default="en")
     p = sub.add_parser("helper", parents=[common], help="run the warm helper the installed plugins hand their calls to")
@@ -135,7 +135,7 @@ def parser() -> argparse.ArgumentParser:
                    choices=("forwarding", "masquerade", "route", "gateway"),
                    help="with --run: leave that step out and show which ping fails and why")
     p.add_argument("--clean", action="store_true", help="undo what a killed --run with this --prefix left")
-    p.add_argument("--outside", default="203.0.113.0/24", type=ipv4_network,
+    p.add_argument("--outside", default="198.18.0.0/24", type=ipv4_network,
                    help="with --run: the stand-in for the tutorial's 8.8.8.8, a namespace at its first address")
     p = sub.add_parser("show", parents=[common],
                        help="the live topology: namespaces, bridges, veth pairs, routes, NAT, IPAM")

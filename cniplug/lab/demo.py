@@ -13,6 +13,7 @@ import ipaddress
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -21,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from cniplug import runner
+from cniplug.lab import outside as outside_net
 from cniplug.lab import show
 
-OUTSIDE = "203.0.113.0/24"  # TEST-NET-3: the default stand-in "internet" (--outside)
+OUTSIDE = outside_net.DEFAULT  # the default stand-in "internet" (--outside; lab/outside.py)
 # Who connected: a one-connection TCP server in the outside namespace prints the peer's address.
 SERVER = ("import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); "
           "s.bind((sys.argv[1],8080)); s.listen(1); print('ready',flush=True); s.settimeout(20); "
@@ -68,13 +70,43 @@ def main(subnet: str, keep: bool, prefix: str = "cnidemo", lang: str = "en", out
         print("cniplug demo: needs root (it creates a network namespace and a bridge)", file=sys.stderr)
         return 1
     tools = {name: runner.which(name) for name in ("ip", "ping", "iptables")}
+    outside_net.check(outside, mine=prefix)
     tag = f"{prefix}{os.getpid() % 10000}"  # at most 11 characters: "-out" makes 15
     data_dir = tempfile.mkdtemp(prefix="cniplug-demo-")
+    sys.stdout = SafeOutput(sys.stdout)  # a closed pipe (`| head`) must not stop the clean-up
+    old = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         return Demo(tag, subnet, data_dir, tools, lang, outside).run(keep)
+    except KeyboardInterrupt:
+        return 1
     finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
         if not keep:
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+class SafeOutput:
+    """stdout that drops what it cannot write (the reader went away) instead of raising."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self.stream.write(text))
+        except (OSError, ValueError):
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
 
 
 class Demo:
@@ -203,6 +235,8 @@ class Demo:
             heading(say("check", self.lang) + f": exit {check.returncode} {check.stdout.decode().strip()}")
             ok = pinged.returncode == 0 and masqueraded and check.returncode == 0
         finally:
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)  # the clean-up itself is not interrupted
             if not keep:
                 heading(say("del", self.lang))
                 proc = self.plugin("cniplug-bridge", "DEL", self.config, prev=result if ok else None)

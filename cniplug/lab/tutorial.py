@@ -29,12 +29,13 @@ from markupsafe import Markup
 
 from cniplug import facts, i18n, render, runner, script
 from cniplug.lab import kernel
+from cniplug.lab import outside as outside_net
 from cniplug.skel import check_ifname
 from cniplug.spec import CNIError
 
 RUN_PREFIX = "cnit-"
 DEFAULT_SUBNETS = {1: "192.168.1.0/24", 2: "10.1.1.0/24", 3: "10.0.1.0/24"}
-OUTSIDE = "203.0.113.0/24"  # TEST-NET-3: the stand-in "internet" lives in a namespace of ours
+OUTSIDE = outside_net.DEFAULT  # the stand-in "internet" lives in a namespace of ours (lab/outside.py)
 JOURNAL_DIR = "/run/cniplug"
 SYS_NET = "/sys/class/net"
 BREAKS: dict[str, tuple[Callable[[list[str]], bool], str]] = {
@@ -399,6 +400,8 @@ def main(example: int, lang: str, prefix: str, subnet: str, do_run: bool, step_m
                       f"--prefix {prefix}` removes what an earlier run left, or choose another --prefix",
                       file=sys.stderr)
                 return 1
+            if example == 2:
+                outside_net.check(outside, mine=prefix)
         parsed = render_example(example, lang, prefix, subnet, lab=do_run, outside=outside)
     except CNIError as err:
         print(f"cniplug tutorial: {err.msg}" + (f" ({err.details})" if err.details else ""), file=sys.stderr)

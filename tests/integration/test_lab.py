@@ -29,14 +29,14 @@ def host_state(prefix: str, subnet: str) -> tuple[str, str, str]:
     links = "\n".join(n for n in sh("ip", "-o", "link").splitlines() if prefix in n)
     net = subnet.rsplit(".", 2)[0]
     rules = "\n".join(r for r in sh("iptables-save").splitlines()
-                      if prefix in r or net in r or "192.0.2." in r)
+                      if prefix in r or net in r or "198.18.1." in r)
     return netns, links, rules
 
 
 def lab(example: int, prefix: str, subnet: str, *extra: str) -> list[str]:
-    """The lab's command line; the stand-in Internet in 192.0.2.0/24 (TEST-NET-1), apart from the demo's."""
+    """The lab's command line; the stand-in Internet in 198.18.1.0/24, apart from the demo's."""
     return [sys.executable, "-m", "cniplug", "tutorial", str(example), "--run", "--prefix", prefix,
-            "--subnet", subnet, "--outside", "192.0.2.0/24", *extra]
+            "--subnet", subnet, "--outside", "198.18.1.0/24", *extra]
 
 
 @pytest.fixture

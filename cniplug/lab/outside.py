@@ -1,0 +1,60 @@
+"""The stand-in for "the Internet" in the lab and the demo: a namespace behind a veth of the host.
+
+Its subnet gets a connected route on the host, so it must not cover anything the host really reaches:
+on some machines the documentation ranges (192.0.2.0/24, 203.0.113.0/24) carry the real uplink or the
+package mirrors. `check` refuses a subnet that overlaps a route or address of the host (but the default
+route) or contains a DNS server of /etc/resolv.conf.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+
+from cniplug import runner
+from cniplug.spec import ERR_INVALID_CONFIG, CNIError
+
+DEFAULT = "198.18.0.0/24"  # RFC 2544's benchmarking range: never routed on the Internet
+
+
+def nameservers(path: str = "/etc/resolv.conf") -> list[str]:
+    try:
+        with open(path) as f:
+            return [line.split()[1] for line in f if line.startswith("nameserver") and len(line.split()) > 1]
+    except OSError:
+        return []
+
+
+def check(subnet: str, mine: str, flag: str = "--outside") -> ipaddress.IPv4Network:
+    """The stand-in subnet, if the host uses none of it (routes on links named `mine`... are the caller's own).
+    Raises CNIError 7 naming the route or DNS server in the way."""
+    try:
+        net = ipaddress.ip_network(subnet)
+    except ValueError as err:
+        raise CNIError(ERR_INVALID_CONFIG, f"{flag} {subnet!r} is not a network", str(err)) from None
+    if not isinstance(net, ipaddress.IPv4Network) or net.prefixlen > 29:
+        raise CNIError(ERR_INVALID_CONFIG, f"{flag} {subnet!r} must be an IPv4 network of /29 or larger")
+    result = runner.execute(["ip", "-j", "-4", "route", "show", "table", "all"])
+    try:
+        routes = json.loads(result.stdout) if result.rc == 0 and result.stdout.strip() else []
+    except ValueError:  # not iproute2's JSON: nothing to compare with
+        routes = []
+    for route in routes:
+        dst = str(route.get("dst", ""))
+        if dst in ("default", "") or route.get("type") in ("broadcast", "multicast"):
+            continue
+        try:
+            other = ipaddress.ip_network(dst if "/" in dst else f"{dst}/32", strict=False)
+        except ValueError:
+            continue
+        if other.overlaps(net) and not str(route.get("dev", "")).startswith(mine):
+            raise CNIError(ERR_INVALID_CONFIG, f"{flag} {subnet} is in use on this host: route {dst} dev "
+                           f"{route.get('dev')}", f"choose another {flag} (default {DEFAULT})")
+    for server in nameservers():
+        try:
+            if ipaddress.ip_address(server) in net:
+                raise CNIError(ERR_INVALID_CONFIG, f"{flag} {subnet} holds this host's DNS server {server}",
+                               f"choose another {flag}")
+        except ValueError:
+            continue
+    return net
