@@ -118,3 +118,84 @@ def test_ipam_transaction_releases_on_any_exception(monkeypatch: pytest.MonkeyPa
     with pytest.raises(type(exc)), common.ipam_transaction(request({})):
         raise exc
     assert verbs == ["ADD", "DEL"]
+
+
+# ---- survivors of a mutmut run on runner.py (contrib/mutation.sh), killed here
+
+class Batches(RecordingRunner):
+    """Batches like the real runner, records stdin; commands starting with a key of `fail` fail."""
+
+    def __init__(self, fail: dict[str, str] | None = None) -> None:
+        super().__init__(batch=True)
+        self.fail = fail or {}
+        self.stdins: list[str | None] = []
+
+    def call(self, argv: list[str], stdin: str | None = None) -> Completed:
+        self.calls.append(argv)
+        self.stdins.append(stdin)
+        err = next((e for key, e in self.fail.items() if " ".join(argv).startswith(key)), None)
+        return Completed(argv, 1 if err is not None else 0, "", err or "")
+
+
+def test_nsenter_ip_steps_batch_per_namespace_and_other_commands_do_not() -> None:
+    body = ("nsenter --net=/proc/7/ns/net ip addr add 10.249.9.2/24 dev eth0\n"
+            "nsenter --net=/proc/7/ns/net ip link set eth0 up\n"
+            "nsenter --net=/proc/8/ns/net ip link set eth0 up\n"
+            "nsenter --net=/proc/8/ns/net sysctl -w net.ipv4.conf.eth0.arp_notify=1\n"
+            "nsenter --net=/proc/8/ns/net ping 10.249.9.1\n"
+            "nsenter --net=/proc/8/ns/net ping 10.249.9.1\n"
+            "ip -6 route show\n"
+            "ip netns add tpbx\n"
+            "ip link set lo up\n")
+    r = Batches()
+    r.run(script.parse(body))
+    assert r.calls == [["nsenter", "--net=/proc/7/ns/net", "ip", "-batch", "-"],
+                       ["nsenter", "--net=/proc/8/ns/net", "ip", "link", "set", "eth0", "up"],
+                       ["nsenter", "--net=/proc/8/ns/net", "sysctl", "-w", "net.ipv4.conf.eth0.arp_notify=1"],
+                       ["nsenter", "--net=/proc/8/ns/net", "ping", "10.249.9.1"],
+                       ["nsenter", "--net=/proc/8/ns/net", "ping", "10.249.9.1"],
+                       ["ip", "-6", "route", "show"], ["ip", "netns", "add", "tpbx"], ["ip", "link", "set", "lo", "up"]]
+    assert r.stdins[0] == "addr add 10.249.9.2/24 dev eth0\nlink set eth0 up\n"
+
+
+def test_iptables_and_ip6tables_restore_separately_and_keep_negation_plain() -> None:
+    body = ("iptables -w -t nat -N CNI-x\n"
+            "iptables -w -t nat -A CNI-x ! -d 224.0.0.0/4 -j MASQUERADE\n"
+            "ip6tables -w -t nat -N CNI-x\n"
+            "ip6tables -w -t nat -A CNI-x ! -d ff00::/8 -j MASQUERADE\n"
+            "iptables -w -t filter -N CNI-y\n"
+            "iptables -t nat -N CNI-z\n")
+    r = Batches()
+    r.run(script.parse(body))
+    assert [c[0] for c in r.calls] == ["iptables-restore", "ip6tables-restore", "iptables", "iptables"]
+    assert r.stdins[0] == "*nat\n-N CNI-x\n-A CNI-x ! -d 224.0.0.0/4 -j MASQUERADE\nCOMMIT\n"
+    assert r.stdins[1] == "*nat\n-N CNI-x\n-A CNI-x ! -d ff00::/8 -j MASQUERADE\nCOMMIT\n"
+
+
+def test_ip_batch_failing_at_line_one_undoes_nothing_of_it() -> None:
+    body = "ip link add a type dummy\n#undo ip link delete a\nip link add b type dummy\n#undo ip link delete b\n"
+    r = Batches({"ip -batch": "RTNETLINK answers: File exists\nCommand failed -:1\n"})
+    with pytest.raises(CNIError) as e:
+        r.run(script.parse(body))
+    assert e.value.msg == "step 1 failed: ip link add a type dummy"
+    assert r.calls == [["ip", "-batch", "-"]]
+
+
+def test_best_effort_ip6tables_restore_failure_redoes_every_step() -> None:
+    body = ("ip6tables -w -t nat -D POSTROUTING -s fd10::2/128 -j CNI-x || true\n"
+            "ip6tables -w -t nat -F CNI-x || true\nip6tables -w -t nat -X CNI-x || true\n")
+    r = Batches({"ip6tables-restore": "ip6tables-restore: line 2 failed\n"})
+    r.run(script.parse(body), best_effort=True)
+    assert r.calls[1:] == [s.argv for s in script.parse(body).steps]
+
+
+def test_rollback_goes_on_after_a_failed_undo(caplog: pytest.LogCaptureFixture) -> None:
+    body = ("ip link add a type dummy\n#undo ip link delete a\n"
+            "sysctl -w net.ipv4.ip_forward=1\n#undo sysctl -w net.ipv4.ip_forward=0\n"
+            "ip link add b type dummy\n")
+    r = Batches({"ip link add b": "RTNETLINK answers: File exists\n", "sysctl -w net.ipv4.ip_forward=0": "denied"})
+    with pytest.raises(CNIError):
+        r.run(script.parse(body))
+    assert r.calls[-2:] == [["sysctl", "-w", "net.ipv4.ip_forward=0"], ["ip", "link", "delete", "a"]]
+    assert [rec.getMessage() for rec in caplog.records if rec.levelname == "WARNING"] == [
+        "rollback step ['sysctl', '-w', 'net.ipv4.ip_forward=0'] failed: denied"]
