@@ -6,14 +6,17 @@ wrappers `cniplug install` writes, the reference binaries directly. Rounds alter
 every measured ADD gets a fresh namespace and container id (created before the clock starts). The clock covers
 the plugin process only: Popen to wait4.
 
-Names: namespaces and container ids `cnb-o-<n>` (ours) / `cnb-r-<n>` (reference), bridges `cnbbr-o` / `cnbbr-r`,
-networks `cnbnet-bo`, `cnbnet-br` (bridge), `cnbnet-po`, `cnbnet-pr` (ptp), subnets inside 10.251.0.0/16.
+Names carry a slot S (0-f), so that two benches on one machine neither collide nor clean up each other's
+objects: namespaces and container ids `cnbS-o-<n>` (ours) / `cnbS-r-<n>` (reference), bridges `cnbSbr-o` /
+`cnbSbr-r`, networks `cnbSnet-bo`, `cnbSnet-br` (bridge), `cnbSnet-po`, `cnbSnet-pr` (ptp), subnets inside
+10.251.16*S.0/20. The slot is the first one whose lock (/run/cniplug/bench-S.lock) this run can take.
 Everything is removed at the end, also on Ctrl-C, SIGTERM or an exception.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import math
 import os
@@ -45,8 +48,9 @@ REFERENCE_DIR = "/usr/lib/cni"
 CNI_VERSION = "1.0.0"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TOOLS = ("ip", "iptables", "iptables-save", "ip6tables", "ip6tables-save")  # run_quiet's, looked up on PATH
-PREFIX = "cnb"  # every namespace, link and network name this creates starts with it
-NET_PREFIX = "cnbnet-"
+PREFIX = "cnb0"  # every namespace, link and network name this creates starts with it (claim_slot sets it)
+NET_PREFIX = "cnb0net-"
+SLOTS = 16
 POOL = 4  # workers for untimed work (populating a bridge, cleaning up)
 TIMEOUT = 120.0  # seconds for one untimed command
 # Peak RSS is read by GNU time, a small parent: a child's ru_maxrss starts at its parent's RSS at fork (the kernel
@@ -55,12 +59,40 @@ TIMEOUT = 120.0  # seconds for one untimed command
 GNU_TIME = "/usr/bin/time"
 
 # (kind, side) -> (network name, subnet); each /22 holds 1021 containers.
-LAYOUT: dict[tuple[str, str], tuple[str, str]] = {
-    ("bridge", "o"): ("cnbnet-bo", "10.251.0.0/22"),
-    ("bridge", "r"): ("cnbnet-br", "10.251.4.0/22"),
-    ("ptp", "o"): ("cnbnet-po", "10.251.8.0/22"),
-    ("ptp", "r"): ("cnbnet-pr", "10.251.12.0/22"),
-}
+LAYOUT: dict[tuple[str, str], tuple[str, str]] = {}
+
+
+def layout(slot: int) -> dict[tuple[str, str], tuple[str, str]]:
+    """The networks of slot `slot`: four /22 in 10.251.16*slot.0/20."""
+    base = 16 * slot
+    return {("bridge", "o"): (f"cnb{slot:x}net-bo", f"10.251.{base}.0/22"),
+            ("bridge", "r"): (f"cnb{slot:x}net-br", f"10.251.{base + 4}.0/22"),
+            ("ptp", "o"): (f"cnb{slot:x}net-po", f"10.251.{base + 8}.0/22"),
+            ("ptp", "r"): (f"cnb{slot:x}net-pr", f"10.251.{base + 12}.0/22")}
+
+
+def claim_slot() -> int | None:
+    """Take the first free slot (a flock held until this process exits) and name everything after it;
+    None when all SLOTS are taken. Sets PREFIX, NET_PREFIX and LAYOUT."""
+    global PREFIX, NET_PREFIX, LAYOUT
+    from cniplug import rundir
+
+    directory = rundir.ensure()
+    for slot in range(SLOTS):
+        fd = os.open(os.path.join(directory, f"bench-{slot:x}.lock"), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        _SLOT_FDS.append(fd)  # kept open: the lock lasts as long as this run
+        PREFIX, NET_PREFIX, LAYOUT = f"cnb{slot:x}", f"cnb{slot:x}net-", layout(slot)
+        return slot
+    return None
+
+
+_SLOT_FDS: list[int] = []
+LAYOUT.update(layout(0))
 SIDES = ("o", "r")
 SIDE_NAME = {"o": "ours", "r": "reference"}
 
@@ -278,7 +310,7 @@ def make_networks(bin_dir: Path, data_dir: Path) -> dict[tuple[str, str], Networ
                      "dataDir": str(data_dir / name)},
         }
         if kind == "bridge":
-            config.update(bridge=f"cnbbr-{side}", isGateway=True)
+            config.update(bridge=f"{PREFIX}br-{side}", isGateway=True)
         argv = (str(bin_dir / plugin),) if ours else (f"{REFERENCE_DIR}/{kind}",)
         nets[kind, side] = Network(side, kind, argv, str(bin_dir) if ours else REFERENCE_DIR, config)
     return nets
@@ -558,10 +590,10 @@ class Bench:
             self.pool([partial(self.delete, cid, quiet=True) for cid in list(self.live)])
         for name in sorted(self.namespaces | set(our_namespaces())):
             run_quiet("ip", "netns", "delete", name)
-        for link in sorted({f"cnbbr-{side}" for side in SIDES} | set(our_links())):
+        for link in sorted({f"{PREFIX}br-{side}" for side in SIDES} | set(our_links())):
             if Path(f"/sys/class/net/{link}").exists():
                 run_quiet("ip", "link", "delete", link)
-        Path(lock_path("cnbbr-o")).unlink(missing_ok=True)  # our plugin's lock for our bridge
+        Path(lock_path(f"{PREFIX}br-o")).unlink(missing_ok=True)  # our plugin's lock for our bridge
         remove_chains(self.chains())
         shutil.rmtree(self.tmp, ignore_errors=True)
         return leftovers(self.chains())
@@ -658,6 +690,9 @@ def main(argv: list[str] | None = None) -> int:
     missing = [path for path in needed if not os.access(path, os.X_OK)]
     if missing:
         print(f"cniplug bench needs the reference plugins: missing {', '.join(missing)}", file=sys.stderr)
+        return 2
+    if claim_slot() is None:
+        print(f"cniplug bench: {SLOTS} benches are running already", file=sys.stderr)
         return 2
     stale = our_namespaces() + our_links()
     if stale:

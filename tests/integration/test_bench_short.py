@@ -1,7 +1,8 @@
 """`cniplug bench --short` runs end to end against the reference plugins and leaves nothing behind.
 
 Not a performance test: the numbers are not checked, only that every row is printed and the run cleans up
-(namespaces `cnb-*`, links `cnb*`, NAT chains of the `cnbnet-*` networks).
+(namespaces `cnbS-*`, links `cnbS*`, NAT chains of the `cnbSnet-*` networks, S the run's slot: another bench
+may run beside it).
 """
 
 from __future__ import annotations
@@ -56,13 +57,15 @@ def test_bench_short_runs_prints_every_row_and_cleans_up(tmp_path: Path, capsys:
         assert row["reference"] or row["name"].startswith("dry-run"), row["name"]
 
     # Nothing left behind: namespaces, links, NAT chains (by name, and by our networks' comments).
-    assert not [n for n in out("ip", "netns", "list").split() if n.startswith("cnb")]
+    prefix = bench.PREFIX  # this run's slot
+    assert prefix.startswith("cnb") and len(prefix) == 4
+    assert not [n for n in out("ip", "netns", "list").split() if n.startswith(prefix)]
     assert not [link["ifname"] for link in json.loads(out("ip", "-j", "link", "show"))
-                if link["ifname"].startswith("cnb")]
+                if link["ifname"].startswith(prefix)]
     chains = {chain_name(net, cid) for net, cids in doc["container_ids"].items() for cid in cids}
     assert chains, "the report names no container ids"
     for tool in ("iptables-save", "ip6tables-save"):
         nat = out(tool, "-t", "nat")
-        assert "cnbnet-" not in nat, f"{tool}: rules of our networks remain"
+        assert bench.NET_PREFIX not in nat, f"{tool}: rules of our networks remain"
         assert not [c for c in chains if c in nat], f"{tool}: NAT chains of our containers remain"
     assert not Path(doc["workdir"]).exists(), "the temporary directory (wrappers, IPAM dataDirs) remains"
