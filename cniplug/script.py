@@ -144,7 +144,8 @@ def parse(body: str) -> Script:
                 raise CNIError(ERR_INTERNAL, f"template bug: {line!r} has no step above it")
             steps[-1].undo.append(split(line[len(UNDO):]))
         elif line.startswith("#"):
-            note.append(line.lstrip("#").strip())
+            text = line[1:]  # keep the indentation after "# " (the tutorial's topology drawings)
+            note.append((text[1:] if text.startswith(" ") else text.lstrip("#").lstrip()).rstrip())
         else:
             quiet = line.endswith(" " + QUIET)
             tolerant = quiet or line.endswith(TOLERANT)
