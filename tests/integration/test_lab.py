@@ -135,3 +135,37 @@ def test_clean_removes_what_a_killed_lab_left(leftovers: list[str]) -> None:
                            capture_output=True, text=True, timeout=60, cwd=REPO)
     assert clean.returncode == 0 and "nothing left" in clean.stdout, clean.stdout + clean.stderr
     assert host_state(prefix, subnet) == before
+
+
+def test_step_pauses_before_each_step_and_q_cleans_up(leftovers: list[str]) -> None:
+    """--step on a terminal: Enter runs the next step, q stops and undoes what was done."""
+    import pty
+
+    prefix, subnet = "tlb7-", "10.246.16.0/24"
+    leftovers.append(prefix)
+    before = host_state(prefix, subnet)
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child becomes the lab, on the pty
+        os.chdir(REPO)
+        os.execv(sys.executable, lab(1, prefix, subnet, "--step"))
+    seen = b""
+    answers = [b"\n"] * 5 + [b"q\n"]  # the three clean-up lines, then the two namespaces; then stop
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+        while answers and seen.count(b"Enter: run it") > 6 - len(answers):
+            os.write(fd, answers.pop(0))
+        assert time.monotonic() < deadline, seen.decode(errors="replace")[-2000:]
+    _, status = os.waitpid(pid, 0)
+    text = seen.decode(errors="replace")
+    assert "ip netns add tlb7-ns2  -> ok" in text
+    assert "tlb7-veth1  -> ok" not in text, "a step ran after q"
+    assert "interrupted" in text and "# everything the lab made is gone" in text, text[-2000:]
+    assert os.waitstatus_to_exitcode(status) == 1
+    assert host_state(prefix, subnet) == before
