@@ -56,10 +56,12 @@ TEXT = {
 
 
 def say(key: str, lang: str, **fields: str) -> str:
+    """TEXT[key] in `lang` (en if missing), fields filled in."""
     return TEXT[key].get(lang, TEXT[key]["en"]).format(**fields)
 
 
 def heading(text: str) -> None:
+    """A section title of the demo's output."""
     print(f"\n== {text}", flush=True)
 
 
@@ -110,6 +112,8 @@ class SafeOutput:
 
 
 class Demo:
+    """One demo run: names from `tag`, the network in `subnet`, IPAM and the plugin's log under `data_dir`."""
+
     def __init__(self, tag: str, subnet: str, data_dir: str, tools: dict[str, str], lang: str,
                  outside: str = OUTSIDE) -> None:
         self.tag, self.lang, self.tools, self.data_dir = tag, lang, tools, data_dir
@@ -132,6 +136,7 @@ class Demo:
 
     def plugin(self, name: str, command: str, config: dict[str, Any], prev: object = None,
                ifname: str = "eth0") -> subprocess.CompletedProcess[bytes]:
+        """Exec plugin `name` as a runtime does: `command`, this demo's CNI_* environment, the config on stdin."""
         from cniplug.cli import plugin_argv
 
         stdin = json.dumps({**config, "prevResult": prev} if prev else config).encode()
@@ -139,6 +144,7 @@ class Demo:
                               env={**self.env, "CNI_COMMAND": command, "CNI_IFNAME": ifname})
 
     def sh(self, *argv: str, show_it: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a read-only command and print it with its output, as a person would type it."""
         proc = subprocess.run(list(argv), capture_output=True, text=True)
         if show_it:
             print(f"$ {' '.join(argv)}")
@@ -148,6 +154,8 @@ class Demo:
         return proc
 
     def make(self, undo: list[str], *argv: str) -> None:
+        """Run a command that creates something of the demo's; `undo` removes it at the end.
+        Raises RuntimeError naming the command when it fails."""
         proc = subprocess.run(list(argv), capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)}: {proc.stderr.strip()}")
@@ -190,6 +198,7 @@ class Demo:
         return seen == self.host_ip
 
     def run(self, keep: bool) -> int:
+        """Tell the story; with `keep`, leave everything in place. 0 when ping, NAT and CHECK passed."""
         ip = self.tools["ip"]
         bridge_existed = os.path.exists(f"/sys/class/net/{self.bridge}")
         result: dict[str, Any] | None = None
