@@ -27,7 +27,7 @@ from typing import Any, TextIO
 
 from markupsafe import Markup
 
-from cniplug import facts, i18n, render, runner, script
+from cniplug import facts, i18n, render, rundir, runner, script
 from cniplug.lab import kernel
 from cniplug.lab import outside as outside_net
 from cniplug.skel import check_ifname
@@ -36,7 +36,7 @@ from cniplug.spec import CNIError
 RUN_PREFIX = "cnit-"
 DEFAULT_SUBNETS = {1: "192.168.1.0/24", 2: "10.1.1.0/24", 3: "10.0.1.0/24"}
 OUTSIDE = outside_net.DEFAULT  # the stand-in "internet" lives in a namespace of ours (lab/outside.py)
-JOURNAL_DIR = "/run/cniplug"
+JOURNAL_DIR = rundir.RUN_DIR
 SYS_NET = "/sys/class/net"
 BREAKS: dict[str, tuple[Callable[[list[str]], bool], str]] = {
     # name: (which steps to leave out, why the ping that needs it fails)
@@ -155,7 +155,7 @@ class Journal:
         self.path = Path(JOURNAL_DIR) / f"tutorial-{prefix}.journal"
 
     def start(self) -> None:
-        os.makedirs(JOURNAL_DIR, mode=0o700, exist_ok=True)
+        rundir.ensure()  # /run/cniplug, 0700: the journal holds commands that --clean runs as root
         self.path.write_text("")
 
     def record(self, undo: list[list[str]]) -> None:
@@ -288,6 +288,8 @@ def run(parsed: script.Script, prefix: str, subnets: list[str], lang: str = "en"
                     print("    (this host forwards already, ip_forward=1: leaving the step out changes nothing "
                           "here, and the lab does not switch the host's forwarding off)", file=out)
                 continue
+            if step_mode and not sys.stdin.isatty() and i == 1:
+                print("# --step needs a terminal on stdin: running without pauses", file=out)
             if step_mode and sys.stdin.isatty():
                 answer = input(f"[{i}/{total}] {' '.join(step.argv)}   Enter: run it, q: stop and clean up > ")
                 if answer.strip().lower() == "q":
