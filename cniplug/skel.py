@@ -351,7 +351,9 @@ def run(handlers: Mapping[str, Handler], about: str, argv: list[str] | None = No
         refused = False
         if out is None and dry_run:
             # CHECK, STATUS and stateless verbs only read: their script changes nothing.
-            out = f"#!/bin/bash\n# {req.command} changes nothing on the host: there is no command to run.\n"
+            from cniplug import i18n
+
+            out = "#!/bin/bash\n" + i18n.say("nothing_to_run", req.lang, verb=req.command) + "\n"
         if isinstance(out, str):
             stdout.write(out if out.endswith("\n") else out + "\n")
         elif out is not None:

@@ -548,22 +548,28 @@ def status(req: Request, store: Store | None = None) -> None:
 # ---------------------------------------------------------------------------------------------- dry run
 
 
+def _say(req: Request, key: str, **fields: object) -> str:
+    """One explanation line of the dry-run script, in the request's language."""
+    from cniplug import i18n
+
+    return i18n.say(key, req.lang, **fields)
+
+
 def _script_head(req: Request, cfg: Config, st: DiskStore) -> list[str]:
+    who = (_say(req, "hl_who", cid=shlex.quote(req.container_id), ifname=shlex.quote(req.ifname))[2:]
+           if req.container_id else "")
     return [
         "#!/bin/bash",
         "set -e",
-        f"# cniplug-host-local {req.command} for network {shlex.quote(cfg.network)}"
-        + (f", container {shlex.quote(req.container_id)}, interface {shlex.quote(req.ifname)}"
-           if req.container_id else ""),
-        f"# Store {shlex.quote(st.dir)}: the reference host-local layout, one file per reserved IP",
-        "# holding '<containerID>\\r\\n<ifname>', last_reserved_ip.<N> per range set, and a lock file.",
-        "# This script makes the same change the plugin would make; nothing was written while printing it.",
+        _say(req, "hl_head", verb=req.command, net=shlex.quote(cfg.network), who=who),
+        _say(req, "hl_store", dir=shlex.quote(st.dir)),
+        _say(req, "hl_same"),
     ]
 
 
-def _lock_lines(st: DiskStore) -> list[str]:
+def _lock_lines(req: Request, st: DiskStore) -> list[str]:
     return [
-        "# Hold an exclusive flock on the store's lock file (the same lock the reference plugin takes).",
+        _say(req, "hl_lock"),
         f"exec 9>{shlex.quote(st.lock_path())}",
         "flock 9",
     ]
@@ -573,36 +579,39 @@ def _add_script(req: Request, cfg: Config, st: DiskStore) -> list[str]:
     allocs = plan(req, cfg, st)
     lines = [
         "umask 022",
-        "# Store directory, mode 0755 like the reference.",
+        _say(req, "hl_mkdir"),
         f"mkdir -p -m 0755 {shlex.quote(st.dir)}",
-        *_lock_lines(st),
-        "# noclobber: '>' refuses an existing file, i.e. O_CREAT|O_EXCL - the reservation is atomic.",
+        *_lock_lines(req, st),
+        _say(req, "hl_noclobber"),
         "set -o noclobber",
     ]
     for a in allocs:
         rs = cfg.sets[a.set_index]
         lines += [
-            f"# Range set {a.set_index} ({rs}): reserve {a.ip} -> {a.to_result()['address']},"
-            f" gateway {a.range.gateway}",
+            _say(req, "hl_reserve", set=a.set_index, rs=rs, ip=a.ip, addr=a.to_result()["address"],
+                 gw=a.range.gateway),
             f"printf '%s\\r\\n%s' {shlex.quote(req.container_id.strip())} {shlex.quote(req.ifname)}"
             f" > {shlex.quote(st.ip_path(a.ip))}",
-            f"# Round-robin cursor of range set {a.set_index}: the next ADD starts after {a.ip}.",
+            _say(req, "hl_cursor", set=a.set_index, ip=a.ip),
             f"printf '%s' {shlex.quote(str(a.ip))} >| {shlex.quote(st.last_reserved_path(a.set_index))}",
         ]
-    lines.append("# Result: " + json.dumps(build_result(cfg, allocs), sort_keys=True))
+    lines.append(_say(req, "hl_result", json=json.dumps(build_result(cfg, allocs), sort_keys=True)))
     return lines
 
 
-def _release_script(st: DiskStore, ips: list[IPAddress], why: str) -> list[str]:
+def _release_script(req: Request, st: DiskStore, ips: list[IPAddress], why_key: str) -> list[str]:
+    why = _say(req, why_key)[2:]
     if not st.exists():
-        return [f"# {shlex.quote(st.dir)} does not exist: nothing to release."]
+        return [_say(req, "hl_no_store", dir=shlex.quote(st.dir))]
     if not ips:
-        return [f"# Nothing to release: {why}."]
-    return [*_lock_lines(st), f"# Release {why}."] + [f"rm -f -- {shlex.quote(st.ip_path(ip))}" for ip in ips]
+        return [_say(req, "hl_nothing", why=why)]
+    return [*_lock_lines(req, st), _say(req, "hl_release", why=why)] + [
+        f"rm -f -- {shlex.quote(st.ip_path(ip))}" for ip in ips]
 
 
 def dry_run_script(req: Request) -> str:
-    """The bash script doing what this request would do to the on-disk store (ADD, DEL, GC)."""
+    """The bash script doing what this request would do to the on-disk store (ADD, DEL, GC), its
+    explanations in req.lang (en, zh)."""
     cfg = parse_config(req)
     st = DiskStore(cfg.data_dir, cfg.network)
     lines = _script_head(req, cfg, st)
@@ -610,16 +619,16 @@ def dry_run_script(req: Request) -> str:
         lines += _add_script(req, cfg, st)
     elif req.command == "DEL":
         targets = release_targets(st.all_reservations(), req.container_id, req.ifname)
-        lines += _release_script(st, targets, "the addresses reserved by this container and interface")
+        lines += _release_script(req, st, targets, "hl_why_del")
     elif req.command == "GC":
         valid = valid_attachments(req.config)
         if valid is None:
-            lines.append("# No cni.dev/valid-attachments key: GC frees nothing.")
+            lines.append(_say(req, "hl_no_gc_key"))
         else:
             targets = gc_targets(st.all_reservations(), valid)
-            lines += _release_script(st, targets, "reservations of attachments that are no longer valid")
+            lines += _release_script(req, st, targets, "hl_why_gc")
     else:
-        lines.append(f"# {req.command} only reads the store: nothing to change.")
+        lines.append(_say(req, "hl_read_only", verb=req.command))
     return "\n".join(lines) + "\n"
 
 

@@ -72,7 +72,7 @@ def main(subnet: str, keep: bool, prefix: str = "cnidemo", lang: str = "en", out
         print("cniplug demo: needs root (it creates a network namespace and a bridge)", file=sys.stderr)
         return 1
     tools = {name: runner.which(name) for name in ("ip", "ping", "iptables")}
-    outside_net.check(outside, mine=prefix)
+    outside_net.check_pair(subnet, outside, mine=prefix)
     tag = f"{prefix}{os.getpid() % 10000}"  # at most 11 characters: "-out" makes 15
     data_dir = tempfile.mkdtemp(prefix="cniplug-demo-")
     sys.stdout = SafeOutput(sys.stdout)  # a closed pipe (`| head`) must not stop the clean-up
@@ -260,8 +260,23 @@ class Demo:
                     Path(lock_path(self.bridge)).unlink(missing_ok=True)
                 wait_gone(self.tag)
                 print("cleaned up: namespaces, bridge, NAT chain, IPAM reservations and the outside stand-in")
+            else:
+                self.print_removal()
         print("\ndemo " + ("passed" if ok else "FAILED"))
         return 0 if ok else 1
+
+
+    def print_removal(self) -> None:
+        """--keep: how to remove by hand what the demo left (the plugin's DEL, then what the demo made)."""
+        from cniplug.plugins.bridge import lock_path
+
+        conf = Path(self.data_dir, "net.json")
+        conf.write_text(json.dumps(self.config))
+        env = " ".join(f"{k}={v}" for k, v in self.env.items() if k.startswith("CNI_"))
+        lines = [f"CNI_COMMAND=DEL {env} cniplug plugin cniplug-bridge < {conf}"]
+        lines += [" ".join(undo) for undo in reversed(self.made) if undo]
+        lines += [f"{self.tools['ip']} link delete {self.bridge}", f"rm -rf {self.data_dir} {lock_path(self.bridge)}"]
+        print("\n== kept; to remove it all:\n" + "\n".join(lines))
 
 
 def ran_script(log: str) -> str:

@@ -17,6 +17,15 @@ from cniplug.spec import ERR_INVALID_CONFIG, CNIError
 DEFAULT = "198.18.0.0/24"  # RFC 2544's benchmarking range: never routed on the Internet
 
 
+def check_pair(subnet: str, outside: str, mine: str) -> None:
+    """Both networks a lab or demo puts on the host: free on this host (check) and apart from each other.
+    Raises CNIError 7 naming the option and the value."""
+    inside = check(subnet, mine, "--subnet")
+    if inside.overlaps(check(outside, mine)):
+        raise CNIError(ERR_INVALID_CONFIG, f"--outside {outside} overlaps --subnet {subnet}",
+                       "the stand-in Internet must be another network than the containers'")
+
+
 def nameservers(path: str = "/etc/resolv.conf") -> list[str]:
     try:
         with open(path) as f:

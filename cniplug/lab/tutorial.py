@@ -91,7 +91,11 @@ def context(example: int, prefix: str = "", subnet: str = "", lab: bool = False,
             "+", f"| {host} ({ctx['br']}:{ctx['gateway']})", "|   |", f"|   {ctx['veth_host']}", "|     (veth pair)",
             f"|   {ctx['veth_cont']}", "|   |", f"| {container} ({ctx['veth_cont']}:{_host(net, 2).split('/')[0]})")]
     else:
-        net2 = ipaddress.ip_network((int(net.network_address) + net.num_addresses, net.prefixlen))
+        try:  # example 3's second subnet: the block right after --subnet
+            net2 = ipaddress.ip_network((int(net.network_address) + net.num_addresses, net.prefixlen))
+        except ValueError:
+            raise CNIError(7, f"--subnet {subnet!r}: example 3 needs the next block of the same size as its "
+                           f"second subnet, and there is none") from None
         ctx = {"router": p + "router", "client1": p + "client1", "client2": p + "client2",
                "veth_r1": p + "veth-r1", "veth_c1": p + "veth-c1", "veth_r2": p + "veth-r2", "veth_c2": p + "veth-c2",
                "router1_cidr": _host(net, 1), "router2_cidr": _host(net2, 1), "router1": str(net.network_address + 1),
@@ -214,30 +218,52 @@ def undo_all(undo: list[list[str]], out: TextIO, prefix: str) -> None:
 
 
 def wait_gone(prefix: str, timeout: float = 10.0) -> list[str]:
-    """Wait until no namespace or host link named with `prefix` is left (the kernel removes a deleted
+    """Wait until none of the lab's namespaces and host links (lab_names) is left (the kernel removes a deleted
     namespace's veth peers asynchronously). Returns what is still there after `timeout` seconds."""
+    namespaces, links = lab_names(prefix)
     deadline = time.monotonic() + timeout
     while True:
-        left = [f"netns {n}" for n in kernel.lab_namespaces(prefix)]
-        left += [f"link {n}" for n in os.listdir(SYS_NET) if n.startswith(prefix)]
+        left = [f"netns {n}" for n in sorted(namespaces) if os.path.exists(f"/run/netns/{n}")]
+        left += [f"link {n}" for n in sorted(links) if os.path.exists(f"{SYS_NET}/{n}")]
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.05)
 
 
+NAMESPACE_KEYS = ("ns1", "ns2", "container_ns", "outside_ns", "router", "client1", "client2")
+LINK_KEYS = ("veth0", "veth1", "br", "veth_cont", "veth_host", "uplink", "out_peer", "veth_r1", "veth_c1", "veth_r2",
+             "veth_c2")
+
+
+def lab_names(prefix: str) -> tuple[set[str], set[str]]:
+    """(namespaces, links) that a --run of any example with this prefix creates: the only names --clean and the
+    final check look at, never anything else that happens to start with the prefix."""
+    namespaces: set[str] = set()
+    links: set[str] = set()
+    for example in (1, 2, 3):
+        ctx = context(example, prefix, lab=True)
+        namespaces |= {ctx[k] for k in NAMESPACE_KEYS if k in ctx}
+        links |= {ctx[k] for k in LINK_KEYS if k in ctx}
+    return namespaces, links
+
+
 def clean(prefix: str, out: TextIO = sys.stdout) -> int:
-    """Undo what a killed run with this prefix left (its journal), then remove its namespaces and links."""
+    """Undo what a killed run with this prefix left: its journal, then the lab's own namespaces and links
+    (lab_names) that are still there. Nothing else is touched."""
     journal = Journal(prefix)
     entries = journal.entries()
     say(out, f"# undoing {len(entries)} recorded step(s) of an earlier run with prefix {prefix!r}")
     undo_all(entries, out, prefix)
-    for ns in kernel.lab_namespaces(prefix):
-        result = runner.execute(["ip", "netns", "delete", ns])
-        say(out, f"  ip netns delete {ns}  -> {'ok' if result.rc == 0 else result.stderr.strip()}")
+    namespaces, links = lab_names(prefix)
+    for ns in sorted(namespaces):
+        if os.path.exists(f"/run/netns/{ns}"):
+            result = runner.execute(["ip", "netns", "delete", ns])
+            say(out, f"  ip netns delete {ns}  -> {'ok' if result.rc == 0 else result.stderr.strip()}")
     wait_gone(prefix, timeout=2)  # veths of the deleted namespaces go by themselves
-    for link in sorted(n for n in os.listdir(SYS_NET) if n.startswith(prefix)):
-        result = runner.execute(["ip", "link", "delete", link])
-        say(out, f"  ip link delete {link}  -> {'ok' if result.rc == 0 else result.stderr.strip()}")
+    for link in sorted(links):
+        if os.path.exists(f"{SYS_NET}/{link}"):
+            result = runner.execute(["ip", "link", "delete", link])
+            say(out, f"  ip link delete {link}  -> {'ok' if result.rc == 0 else result.stderr.strip()}")
     journal.remove()
     left = wait_gone(prefix)
     say(out, "nothing left" if not left else f"still there: {', '.join(left)}")
@@ -362,7 +388,7 @@ def run(parsed: script.Script, prefix: str, subnets: list[str], lang: str = "en"
         say(out, f"\n# with --break {', '.join(breaks)}: " + (
             f"{len(failed_pings)} ping(s) failed, as expected" if failed_pings
             else "no ping failed (see above why: the step left out was not needed here)"))
-        return bool(failed_pings) and not left
+        return ok and not left  # a ping that fails is the lesson; any other step that fails is not
     return ok and not left
 
 
@@ -402,9 +428,15 @@ def main(example: int, lang: str, prefix: str, subnet: str, do_run: bool, step_m
                       f"--prefix {prefix}` removes what an earlier run left, or choose another --prefix",
                       file=sys.stderr)
                 return 1
-            if example == 2:
-                outside_net.check(outside, mine=prefix)
+            if example == 2:  # the only example that puts networks on the host: a bridge and the uplink stand-in
+                outside_net.check_pair(subnet or DEFAULT_SUBNETS[2], outside, mine=prefix)
         parsed = render_example(example, lang, prefix, subnet, lab=do_run, outside=outside)
+        if (breaks or step_mode) and not do_run:
+            raise CNIError(7, "--break and --step need --run")
+        for name in breaks:
+            if not any(BREAKS[name][0](step.argv) for step in parsed.steps):
+                raise CNIError(7, f"example {example} has no step that --break {name} could leave out",
+                               "forwarding: examples 2 and 3; masquerade and gateway: example 2; route: 2 and 3")
     except CNIError as err:
         print(f"cniplug tutorial: {err.msg}" + (f" ({err.details})" if err.details else ""), file=sys.stderr)
         return 2

@@ -14,8 +14,10 @@ ABOUT = "cniplug static IPAM plugin"
 def add(req: Request) -> dict[str, Any] | str:
     result = static.add(req)
     if req.dry_run:
+        from cniplug import i18n
+
         addrs = ", ".join(ip["address"] for ip in result["ips"])
-        return f"#!/bin/bash\n# cniplug-static: no state to change; ADD answers with {addrs}\n"
+        return "#!/bin/bash\n" + i18n.say("static_add", req.lang, addrs=addrs) + "\n"
     return result
 
 

@@ -169,3 +169,32 @@ def test_step_pauses_before_each_step_and_q_cleans_up(leftovers: list[str]) -> N
     assert "interrupted" in text and "# everything the lab made is gone" in text, text[-2000:]
     assert os.waitstatus_to_exitcode(status) == 1
     assert host_state(prefix, subnet) == before
+
+
+def test_clean_touches_only_what_a_lab_makes(leftovers: list[str]) -> None:
+    """--clean --prefix P removes the lab's own names (and its journal's), never anything else named P..."""
+    prefix = "tlb8-"
+    leftovers.append(prefix)
+    sh("ip", "netns", "add", "tlb8-victim")
+    try:
+        sh("ip", "link", "add", "tlb8-vx", "type", "veth", "peer", "name", "tlb8-vy")
+        proc = subprocess.run([sys.executable, "-m", "cniplug", "tutorial", "--clean", "--prefix", prefix],
+                              capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "tlb8-victim" in sh("ip", "netns", "list") and os.path.exists("/sys/class/net/tlb8-vx")
+    finally:
+        subprocess.run(["ip", "netns", "delete", "tlb8-victim"], capture_output=True)
+        subprocess.run(["ip", "link", "delete", "tlb8-vx"], capture_output=True)
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["3", "--run", "--break", "masquerade"], "example 3 has no step that --break masquerade could leave out"),
+    (["1", "--break", "route"], "--break and --step need --run"),
+    (["3", "--subnet", "255.255.255.0/24"], "example 3 needs the next block"),
+    (["2", "--run", "--subnet", "198.18.5.0/24", "--outside", "198.18.5.0/25"], "overlaps --subnet"),
+])
+def test_lab_options_that_cannot_work_are_refused(argv: list[str], said: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "cniplug", "tutorial", *argv, "--prefix", "tlb9-"],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 2 and said in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "tlb9-" not in sh("ip", "netns", "list")
