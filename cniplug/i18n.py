@@ -192,6 +192,48 @@ MESSAGES: dict[str, dict[str, str]] = {
     "nothing_to_run": {"en": "{verb} changes nothing on the host: there is no command to run.",
                        "zh": "{verb} 不会改动主机：没有要运行的命令。"},
     "static_add": {"en": "cniplug-static: no state to change; ADD answers with {addrs}", "zh": "cniplug-static：没有要改动的状态；ADD 直接答复 {addrs}"},
+    # cniplug demo's section titles (cniplug/lab/demo.py).
+    "demo_env": {"en": "what the runtime hands cniplug-bridge: the environment", "zh": "运行时交给 cniplug-bridge 的环境变量"},
+    "demo_stdin": {"en": "... and the network configuration on stdin", "zh": "……以及标准输入上的网络配置"},
+    "demo_ran": {"en": "the script cniplug-bridge ran (from its logFile: the names and MACs it really made)", "zh": "cniplug-bridge 实际运行的脚本（来自它的 logFile：真实创建的名字和MAC）"},
+    "demo_result": {"en": "ADD result: what the runtime gets back", "zh": "ADD 的结果：运行时拿到的返回值"},
+    "demo_loopback": {"en": "cniplug-loopback ADD: a runtime chains it so that lo is up inside", "zh": "cniplug-loopback ADD：运行时把它串在链中，让容器内的 lo 启用"},
+    "demo_host": {"en": "the host side", "zh": "主机这一侧"},
+    "demo_ping": {"en": "ping the gateway from the container", "zh": "从容器 ping 网关"},
+    "demo_nat": {"en": "a TCP connection from the container to the outside stand-in {out}", "zh": "从容器到外网替身 {out} 的TCP连接"},
+    "demo_nat_seen": {"en": "the container connected from {src}; the outside saw {seen}: {why}", "zh": "容器从 {src} 发起连接；外网看到的是 {seen}：{why}"},
+    "demo_masq": {"en": "MASQUERADE rewrote the source to the host's address", "zh": "MASQUERADE 把源地址改成了主机地址"},
+    "demo_nomasq": {"en": "NOT masqueraded", "zh": "没有做地址伪装"},
+    "demo_topology": {"en": "the topology (cniplug show)", "zh": "拓扑（cniplug show）"},
+    "demo_check": {"en": "CHECK with prevResult = the ADD result", "zh": "CHECK，prevResult 为 ADD 的结果"},
+    "demo_del": {"en": "DEL, then the demo removes what it made", "zh": "DEL，然后 demo 删除它创建的一切"},
+    # cniplug show's labels (cniplug/lab/show.py).
+    "show_host": {"en": "host", "zh": "主机"},
+    "show_netns": {"en": "namespace", "zh": "命名空间"},
+    "show_routes": {"en": "routes", "zh": "路由"},
+    "show_pairs": {"en": "veth pairs", "zh": "veth pair"},
+    "show_ports": {"en": "bridge ports", "zh": "网桥端口"},
+    "show_nat": {"en": "NAT chains (iptables -t nat POSTROUTING)", "zh": "NAT 链（iptables -t nat POSTROUTING）"},
+    "show_ipam": {"en": "IPAM reservations in {dir}", "zh": "IPAM 地址预留（{dir}）"},
+    "show_peer": {"en": "peer", "zh": "对端"},
+    "show_master": {"en": "master", "zh": "网桥"},
+    "show_net": {"en": "net", "zh": "网络"},
+    "show_container": {"en": "container", "zh": "容器"},
+    "show_none": {"en": "(none)", "zh": "（无）"},
+    "show_title": {"en": "cniplug show: network topology", "zh": "cniplug show：网络拓扑"},
+    # The lab (cniplug/lab/tutorial.py): what a ping's TTL says, why a ping fails under --break.
+    "ttl_direct": {"en": "TTL {ttl}: Linux sends 64 and nothing took one off, so the reply came straight from the other end.",
+                   "zh": "TTL {ttl}：Linux 发出的 TTL 是 64，没有减少，说明应答直接来自对端，中间没有路由器。"},
+    "ttl_routed": {"en": "TTL {ttl}: 64 minus {hops}: the reply crossed {hops} router(s), each takes one off.",
+                   "zh": "TTL {ttl}：从 64 减少了 {hops}，说明应答途经 {hops} 个路由器（每经过一个路由器减 1）。"},
+    "break_forwarding": {"en": "without net.ipv4.ip_forward=1 the router (the host in example 2) drops packets that are not addressed to itself instead of passing them from one interface to the other",
+                         "zh": "没有 net.ipv4.ip_forward=1，路由器（示例2中是主机）会丢弃不是发给自己的数据包，而不是把它们从一个接口转到另一个接口"},
+    "break_masquerade": {"en": "without MASQUERADE the outside sees the container's private source address and has no route back to it, so the reply never comes",
+                         "zh": "没有 MASQUERADE，外网看到的是容器的私有源地址，没有回到它的路由，所以应答永远回不来"},
+    "break_route": {"en": "without a default route the container (client) knows only its own subnet: packets to any other address have nowhere to go ('Network is unreachable')",
+                    "zh": "没有默认路由，容器（客户端）只知道自己的子网：发往其他地址的数据包无处可去（'Network is unreachable'）"},
+    "break_gateway": {"en": "without an address on the bridge nothing answers at the gateway address: the container's default route points at nobody",
+                      "zh": "网桥上没有地址，网关地址处就没有人应答：容器的默认路由指向了不存在的主机"},
     # The tutorial's steps (templates/tutorial/*.sh.j2); zh follows the tutorial's own comments.
     "tut1_s1": {"en": "Step 1: create two network namespaces, one per simulated container",
                 "zh": "步骤1：创建网络命名空间，模拟两个隔离的网络环境"},
@@ -252,15 +294,20 @@ MESSAGES: dict[str, dict[str, str]] = {
 }
 
 
-def say(key: str, lang: str = "en", **fields: object) -> str:
-    """Message `key` in `lang` (English if missing) with `fields` filled in, as one `# ...` comment line.
+def text(key: str, lang: str = "en", **fields: object) -> str:
+    """Message `key` in `lang` (English if missing) with `fields` filled in.
 
     Raises CNIError 7 naming the field when a value has a control character or line break (_UNSAFE):
-    it would end the comment and could start a command.
+    in a script it would end the comment and could start a command.
     """
     entry = MESSAGES[key]
-    text = entry.get(lang) or entry["en"]
+    template = entry.get(lang) or entry["en"]
     for name, value in fields.items():
         if any(c in _UNSAFE for c in str(value)):
             raise CNIError(ERR_INVALID_CONFIG, f"value of {name!r} has a control character or line break: {value!r}")
-    return "# " + text.format(**fields)
+    return template.format(**fields)
+
+
+def say(key: str, lang: str = "en", **fields: object) -> str:
+    """text() as one `# ...` comment line of a script."""
+    return "# " + text(key, lang, **fields)

@@ -325,7 +325,8 @@ def run(handlers: Mapping[str, Handler], about: str, argv: list[str] | None = No
         # Like skel: no CNI_COMMAND prints an "about" banner on stderr and exits 0.
         print(f"{about}\nCNI protocol versions supported: {', '.join(SUPPORTED_VERSIONS)}", file=sys.stderr)
         return 0
-    version = CURRENT_VERSION
+    version = ""  # the accepted config's; errors before that answer in request_version(raw)
+    raw = b""
     deferred: DeferredLog | None = None
     refused = True
     try:
@@ -335,9 +336,9 @@ def run(handlers: Mapping[str, Handler], about: str, argv: list[str] | None = No
             raise CNIError(ERR_IO, "failed to read network configuration from stdin", str(err)) from None
         if len(raw) > MAX_STDIN:
             raise CNIError(ERR_IO, f"network configuration on stdin is larger than {MAX_STDIN} bytes")
-        version = request_version(raw)
         if environ.get("CNI_COMMAND") == "VERSION":
-            stdout.write(json.dumps({"cniVersion": version, "supportedVersions": SUPPORTED_VERSIONS}) + "\n")
+            stdout.write(json.dumps({"cniVersion": request_version(raw), "supportedVersions": SUPPORTED_VERSIONS})
+                         + "\n")
             return 0
         req = parse_request(environ, raw, dry_run=dry_run)
         req.lang = opts["lang"]
@@ -362,13 +363,13 @@ def run(handlers: Mapping[str, Handler], about: str, argv: list[str] | None = No
     except CNIError as err:
         refused = err.code in REFUSED
         log.debug("error %s: %s (%s)", err.code, err.msg, err.details)
-        stdout.write(err.to_json(version) + "\n")
+        stdout.write(err.to_json(version or request_version(raw)) + "\n")
         return 1
     except Exception as err:  # never a traceback on stdout: report it as a CNI error, trace on stderr
         refused = False
         log.exception("internal error")
-        stdout.write(CNIError(ERR_INTERNAL, f"internal error: {type(err).__name__}", str(err)).to_json(version)
-                     + "\n")
+        stdout.write(CNIError(ERR_INTERNAL, f"internal error: {type(err).__name__}", str(err)).to_json(
+            version or request_version(raw)) + "\n")
         return 1
     finally:
         if deferred is not None and not refused and not dry_run:

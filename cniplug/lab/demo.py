@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cniplug import runner
+from cniplug import i18n, runner
 from cniplug.lab import outside as outside_net
 from cniplug.lab import show
 
@@ -32,32 +32,11 @@ SERVER = ("import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,
           "c,a=s.accept(); print(a[0],flush=True); c.close()")
 CLIENT = ("import socket,sys; s=socket.create_connection((sys.argv[1],8080),timeout=5); "
           "print(s.getsockname()[0]); s.close()")
-TEXT = {
-    "env": {"en": "what the runtime hands cniplug-bridge: the environment",
-            "zh": "运行时交给 cniplug-bridge 的环境变量"},
-    "stdin": {"en": "... and the network configuration on stdin", "zh": "……以及标准输入上的网络配置"},
-    "ran": {"en": "the script cniplug-bridge ran (from its logFile: the names and MACs it really made)",
-            "zh": "cniplug-bridge 实际运行的脚本（来自它的 logFile：真实创建的名字和MAC）"},
-    "result": {"en": "ADD result: what the runtime gets back", "zh": "ADD 的结果：运行时拿到的返回值"},
-    "loopback": {"en": "cniplug-loopback ADD: a runtime chains it so that lo is up inside",
-                 "zh": "cniplug-loopback ADD：运行时把它串在链中，让容器内的 lo 启用"},
-    "host": {"en": "the host side", "zh": "主机这一侧"},
-    "ping": {"en": "ping the gateway from the container", "zh": "从容器 ping 网关"},
-    "nat": {"en": "a TCP connection from the container to the outside stand-in {out}",
-            "zh": "从容器到外网替身 {out} 的TCP连接"},
-    "nat_seen": {"en": "the container connected from {src}; the outside saw {seen}: {why}",
-                 "zh": "容器从 {src} 发起连接；外网看到的是 {seen}：{why}"},
-    "masq": {"en": "MASQUERADE rewrote the source to the host's address", "zh": "MASQUERADE 把源地址改成了主机地址"},
-    "nomasq": {"en": "NOT masqueraded", "zh": "没有做地址伪装"},
-    "topology": {"en": "the topology (cniplug show)", "zh": "拓扑（cniplug show）"},
-    "check": {"en": "CHECK with prevResult = the ADD result", "zh": "CHECK，prevResult 为 ADD 的结果"},
-    "del": {"en": "DEL, then the demo removes what it made", "zh": "DEL，然后 demo 删除它创建的一切"},
-}
 
 
 def say(key: str, lang: str, **fields: str) -> str:
-    """TEXT[key] in `lang` (en if missing), fields filled in."""
-    return TEXT[key].get(lang, TEXT[key]["en"]).format(**fields)
+    """The demo's message `key` (i18n.MESSAGES["demo_" + key]) in `lang`."""
+    return i18n.text(f"demo_{key}", lang, **fields)
 
 
 def heading(text: str) -> None:

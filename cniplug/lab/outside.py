@@ -9,9 +9,8 @@ route) or contains a DNS server of /etc/resolv.conf.
 from __future__ import annotations
 
 import ipaddress
-import json
 
-from cniplug import runner
+from cniplug import facts
 from cniplug.spec import ERR_INVALID_CONFIG, CNIError
 
 DEFAULT = "198.18.0.0/24"  # RFC 2544's benchmarking range: never routed on the Internet
@@ -43,10 +42,9 @@ def check(subnet: str, mine: str, flag: str = "--outside") -> ipaddress.IPv4Netw
         raise CNIError(ERR_INVALID_CONFIG, f"{flag} {subnet!r} is not a network", str(err)) from None
     if not isinstance(net, ipaddress.IPv4Network) or net.prefixlen > 29:
         raise CNIError(ERR_INVALID_CONFIG, f"{flag} {subnet!r} must be an IPv4 network of /29 or larger")
-    result = runner.execute(["ip", "-j", "-4", "route", "show", "table", "all"])
     try:
-        routes = json.loads(result.stdout) if result.rc == 0 and result.stdout.strip() else []
-    except ValueError:  # not iproute2's JSON: nothing to compare with
+        routes = facts.ip_json(["ip"], "-4", "route", "show", "table", "all")
+    except CNIError:  # could not look (not iproute2's JSON): nothing to compare with
         routes = []
     for route in routes:
         dst = str(route.get("dst", ""))

@@ -26,32 +26,18 @@ from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from cniplug import facts, runner
+from cniplug import facts, i18n, runner
 from cniplug.ipam.store import ip_from_name, parse_owner
 from cniplug.spec import CNIError
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"  # host-local's default (cniplug.ipam.host_local.DEFAULT_DATA_DIR)
 HOST = ""  # key of the namespace cniplug runs in
 
-LABELS: dict[str, dict[str, str]] = {
-    "host": {"en": "host", "zh": "主机"},
-    "netns": {"en": "namespace", "zh": "命名空间"},
-    "routes": {"en": "routes", "zh": "路由"},
-    "pairs": {"en": "veth pairs", "zh": "veth pair"},
-    "ports": {"en": "bridge ports", "zh": "网桥端口"},
-    "nat": {"en": "NAT chains (iptables -t nat POSTROUTING)", "zh": "NAT 链（iptables -t nat POSTROUTING）"},
-    "ipam": {"en": "IPAM reservations in {dir}", "zh": "IPAM 地址预留（{dir}）"},
-    "peer": {"en": "peer", "zh": "对端"},
-    "master": {"en": "master", "zh": "网桥"},
-    "net": {"en": "net", "zh": "网络"},
-    "container": {"en": "container", "zh": "容器"},
-    "none": {"en": "(none)", "zh": "（无）"},
-    "title": {"en": "cniplug show: network topology", "zh": "cniplug show：网络拓扑"},
-}
 
 
 def label(key: str, lang: str, **fields: str) -> str:
-    return LABELS[key].get(lang, LABELS[key]["en"]).format(**fields)
+    """show's label `key` (i18n.MESSAGES["show_" + key]) in `lang`."""
+    return i18n.text(f"show_{key}", lang, **fields)
 
 
 @dataclass

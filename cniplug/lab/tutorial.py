@@ -38,20 +38,12 @@ DEFAULT_SUBNETS = {1: "192.168.1.0/24", 2: "10.1.1.0/24", 3: "10.0.1.0/24"}
 OUTSIDE = outside_net.DEFAULT  # the stand-in "internet" lives in a namespace of ours (lab/outside.py)
 JOURNAL_DIR = rundir.RUN_DIR
 SYS_NET = "/sys/class/net"
-BREAKS: dict[str, tuple[Callable[[list[str]], bool], str]] = {
-    # name: (which steps to leave out, why the ping that needs it fails)
-    "forwarding": (lambda argv: "net.ipv4.ip_forward=1" in argv,
-                   "without net.ipv4.ip_forward=1 the router (the host in example 2) drops packets that are not "
-                   "addressed to itself instead of passing them from one interface to the other"),
-    "masquerade": (lambda argv: "MASQUERADE" in argv,
-                   "without MASQUERADE the outside sees the container's private source address and has no route "
-                   "back to it, so the reply never comes"),
-    "route": (lambda argv: "default" in argv and "route" in argv,
-              "without a default route the container (client) knows only its own subnet: packets to any other "
-              "address have nowhere to go ('Network is unreachable')"),
-    "gateway": (lambda argv: argv[:3] == ["ip", "addr", "add"] and argv[-1].endswith("br0"),
-                "without an address on the bridge nothing answers at the gateway address: the container's "
-                "default route points at nobody"),
+# --break NAME: which steps it leaves out; why the ping that needs them fails is i18n's "break_NAME".
+BREAKS: dict[str, Callable[[list[str]], bool]] = {
+    "forwarding": lambda argv: "net.ipv4.ip_forward=1" in argv,
+    "masquerade": lambda argv: "MASQUERADE" in argv,
+    "route": lambda argv: "default" in argv and "route" in argv,
+    "gateway": lambda argv: argv[:3] == ["ip", "addr", "add"] and argv[-1].endswith("br0"),
 }
 
 
@@ -142,13 +134,7 @@ def ttl_meaning(output: str, lang: str) -> str:
         return ""
     ttl = int(m.group(1))
     hops = 64 - ttl
-    if lang == "zh":
-        if hops == 0:
-            return f"TTL {ttl}：Linux 发出的 TTL 是 64，没有减少，说明应答直接来自对端，中间没有路由器。"
-        return f"TTL {ttl}：从 64 减少了 {hops}，说明应答途经 {hops} 个路由器（每经过一个路由器减 1）。"
-    if hops == 0:
-        return f"TTL {ttl}: Linux sends 64 and nothing took one off, so the reply came straight from the other end."
-    return f"TTL {ttl}: 64 minus {hops}: the reply crossed {hops} router(s), each takes one off."
+    return i18n.text("ttl_direct" if hops == 0 else "ttl_routed", lang, ttl=ttl, hops=hops)
 
 
 class Journal:
@@ -300,7 +286,7 @@ def run(parsed: script.Script, prefix: str, subnets: list[str], lang: str = "en"
             if step.note:
                 shown_topology = show_topology(out, before, shown_topology)
                 print("\n" + "\n".join(f"# {line}" for line in step.note.splitlines()), file=out)
-            left_out = [name for name in breaks if BREAKS[name][0](step.argv)]
+            left_out = [name for name in breaks if BREAKS[name](step.argv)]
             if left_out:
                 print(f"[{i}/{total}] {' '.join(step.argv)}  -> LEFT OUT (--break {left_out[0]})", file=out)
                 if step.argv[:3] == ["ip", "netns", "exec"] and "net.ipv4.ip_forward=1" in step.argv:
@@ -352,7 +338,7 @@ def run(parsed: script.Script, prefix: str, subnets: list[str], lang: str = "en"
                 if is_ping and breaks:
                     failed_pings.append(" ".join(step.argv))
                     for name in breaks:
-                        print(f"    expected with --break {name}: {BREAKS[name][1]}", file=out)
+                        print(f"    expected with --break {name}: {i18n.text('break_' + name, lang)}", file=out)
                     continue
                 print(f"        {result.stderr.strip()}", file=out)
                 ok = False
@@ -434,7 +420,7 @@ def main(example: int, lang: str, prefix: str, subnet: str, do_run: bool, step_m
         if (breaks or step_mode) and not do_run:
             raise CNIError(7, "--break and --step need --run")
         for name in breaks:
-            if not any(BREAKS[name][0](step.argv) for step in parsed.steps):
+            if not any(BREAKS[name](step.argv) for step in parsed.steps):
                 raise CNIError(7, f"example {example} has no step that --break {name} could leave out",
                                "forwarding: examples 2 and 3; masquerade and gateway: example 2; route: 2 and 3")
     except CNIError as err:
