@@ -100,11 +100,12 @@ def sh(*argv: str, check: bool = True) -> str:
 
 @pytest.fixture
 def make_netns(request: pytest.FixtureRequest) -> Iterator[Callable[[str], str]]:
-    """make_netns(tag) -> '/run/netns/<name>'; names are 'tcp' + a per-test tag; removed afterwards."""
+    """make_netns(tag) -> '/run/netns/<name>'; names are 'tcp-' + a per-test tag, or the tag itself with
+    prefix="" (a test whose names must share its own prefix); removed afterwards."""
     created: list[str] = []
 
-    def make(tag: str) -> str:
-        name = f"tcp-{tag}"
+    def make(tag: str, prefix: str = "tcp-") -> str:
+        name = f"{prefix}{tag}"
         subprocess.run(["ip", "netns", "delete", name], capture_output=True)
         sh("ip", "netns", "add", name)
         created.append(name)

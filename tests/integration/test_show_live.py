@@ -45,20 +45,14 @@ CONTAINERS: list[tuple[str, Callable[[Path], dict[str, Any]]]] = [
 
 
 @pytest.fixture
-def tsh_netns() -> Iterator[Callable[[str], str]]:
+def tsh_netns(make_netns: Callable[..., str]) -> Callable[[str], str]:
     """tsh_netns(name) -> '/run/netns/<name>' for a name starting with tsh-; deleted afterwards."""
-    created: list[str] = []
 
     def make(name: str) -> str:
         assert name.startswith("tsh-")
-        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
-        sh("ip", "netns", "add", name)
-        created.append(name)
-        return f"/run/netns/{name}"
+        return make_netns(name, prefix="")
 
-    yield make
-    for name in created:
-        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+    return make
 
 
 @pytest.fixture
