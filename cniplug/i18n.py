@@ -13,10 +13,6 @@ from cniplug.spec import ERR_INVALID_CONFIG, CNIError
 _UNSAFE = {chr(c) for c in range(0x20)} | {"\x7f", "\x85", "\u2028", "\u2029"}
 
 MESSAGES: dict[str, dict[str, str]] = {
-    "loopback_up": {
-        "en": "Bring the loopback interface up in the container (tutorial example 1, step 4)",
-        "zh": "启用容器内的环回接口（教程示例1，步骤4）",
-    },
     "loopback_down": {
         "en": "Take the loopback interface down in the container",
         "zh": "关闭容器内的环回接口",
@@ -66,10 +62,6 @@ MESSAGES: dict[str, dict[str, str]] = {
     "masq": {
         "en": "NAT to the outside: per-container chain {chain} masquerades traffic leaving the subnet",
         "zh": "NAT访问外网：每个容器一条链 {chain}，对离开子网的流量做MASQUERADE",
-    },
-    "container_del": {
-        "en": "Delete the container interface; its veth peer on the host goes with it",
-        "zh": "删除容器接口；主机上的veth对端随之消失",
     },
     "netns_gone": {
         "en": "The container namespace is gone (or not given): nothing to delete inside it",
@@ -160,8 +152,6 @@ MESSAGES: dict[str, dict[str, str]] = {
     "masq_del_chain": {"en": "Delete the chain {chain}", "zh": "删除链 {chain}"},
     "vlan_filtering": {"en": "vlan_filtering 1: the bridge keeps the VLANs of its ports apart", "zh": "vlan_filtering 1：网桥按VLAN隔离它的各个端口"},
     "vlan_del": {"en": "The port leaves the default VLAN 1", "zh": "端口离开默认的VLAN 1"},
-    "masq_del_why": {"en": "Remove the jump, flush and delete the chain {chain} (each `|| true`: already gone is fine)",
-                     "zh": "删除跳转规则，清空并删除链 {chain}（每一行 `|| true`：已不存在也没关系）"},
     "loopback_why": {"en": "Bring lo up in the container (tutorial example 1, step 4: `ip link set lo up`): without it even 127.0.0.1 is unreachable inside",
                      "zh": "在容器中启用lo（教程示例1，步骤4：`ip link set lo up`）：否则容器内连127.0.0.1都不通"},
     # The IPAM plugins' --dry-run (cniplug/ipam/host_local.py, cniplug/plugins/static.py).
@@ -255,8 +245,6 @@ MESSAGES: dict[str, dict[str, str]] = {
                 "zh": "步骤6：配置NAT使容器访问外网：IP转发、MASQUERADE、FORWARD规则"},
     "tut2_s7": {"en": "Step 7: check the connections: the gateway, then the outside",
                 "zh": "步骤7：验证连接：先网关，再外网"},
-    "tut2_out": {"en": "Stand-in for the outside world: namespace {ns} at {addr}, reached through {dev}",
-                 "zh": "外网的替身：命名空间 {ns}，地址 {addr}，经 {dev} 连接"},
     "tut3_s1": {"en": "Step 1: create the router and two client namespaces", "zh": "步骤1：创建路由器和两个客户端命名空间"},
     "tut3_s2": {"en": "Step 2: one veth pair per client, router end and client end",
                 "zh": "步骤2：每个客户端一对veth，路由器端和客户端端"},
