@@ -252,7 +252,9 @@ class Demo:
         conf = Path(self.data_dir, "net.json")
         conf.write_text(json.dumps(self.config))
         env = " ".join(f"{k}={v}" for k, v in self.env.items() if k.startswith("CNI_"))
-        lines = [f"CNI_COMMAND=DEL {env} cniplug plugin cniplug-bridge < {conf}"]
+        from cniplug.cli import plugin_argv
+
+        lines = [f"CNI_COMMAND=DEL {env} {' '.join(plugin_argv('cniplug-bridge'))} < {conf}"]
         lines += [" ".join(undo) for undo in reversed(self.made) if undo]
         lines += [f"{self.tools['ip']} link delete {self.bridge}", f"rm -rf {self.data_dir} {lock_path(self.bridge)}"]
         print("\n== kept; to remove it all:\n" + "\n".join(lines))
