@@ -254,8 +254,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "tut3_s5": {"en": "Step 5: enable forwarding in the router namespace", "zh": "步骤5：启用路由器转发"},
     "tut3_s6": {"en": "Step 6: test client1 <-> client2 through the router", "zh": "步骤6：测试 client1 与 client2 经路由器的连通性"},
     "tut_header": {
-        "en": "The tutorial's example {n}: its commands as written (its echo lines become these comments), rendered by\n# cniplug from the macros its plugins use. `#undo` lines take the host's values at printing time. Like the tutorial's scripts it has no `set -e`. An `#undo` line says how `cniplug tutorial {n} --run`\n# takes the step above it back; bash reads it as a comment.",
-        "zh": "教程示例{n}：命令与教程原文一致（教程中的 echo 说明改为这些注释），由cniplug用其插件所用的同一组宏生成。\n# `#undo` 行里的取值来自打印时的本机。 与教程脚本一样没有 `set -e`。`#undo` 行说明 `cniplug tutorial {n} --run` 如何撤销上一步；bash把它当作注释。",
+        "en": "The tutorial's example {n}: its commands as written (its echo lines become these comments),\n# rendered by cniplug from the macros its plugins use. Like the tutorial's scripts it has no `set -e`.\n# An `#undo` line says how `cniplug tutorial {n} --run` takes the step above it back (with this\n# host's values at printing time); bash reads it as a comment.",
+        "zh": "教程示例{n}：命令与教程原文一致（教程中的 echo 说明改为这些注释），由cniplug用其插件所用的同一组宏生成。\n# 与教程脚本一样没有 `set -e`。`#undo` 行说明 `cniplug tutorial {n} --run` 如何撤销上一步（取值来自打印时的本机）；\n# bash把它当作注释。",
     },
     "tut_lab_header": {
         "en": "The tutorial's example {n} as `cniplug tutorial {n} --run` runs it: names prefixed with {prefix}, stand-ins announced below.",

@@ -1,7 +1,8 @@
 #!/bin/bash
-# The tutorial's example 2: its commands as written (its echo lines become these comments), rendered by
-# cniplug from the macros its plugins use. `#undo` lines take the host's values at printing time. Like the tutorial's scripts it has no `set -e`. An `#undo` line says how `cniplug tutorial 2 --run`
-# takes the step above it back; bash reads it as a comment.
+# The tutorial's example 2: its commands as written (its echo lines become these comments),
+# rendered by cniplug from the macros its plugins use. Like the tutorial's scripts it has no `set -e`.
+# An `#undo` line says how `cniplug tutorial 2 --run` takes the step above it back (with this
+# host's values at printing time); bash reads it as a comment.
 
 # Clean up what an earlier run may have left (safe: errors are hidden)
 ip netns delete container-ns 2>/dev/null

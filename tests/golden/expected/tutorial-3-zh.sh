@@ -1,6 +1,7 @@
 #!/bin/bash
 # 教程示例3：命令与教程原文一致（教程中的 echo 说明改为这些注释），由cniplug用其插件所用的同一组宏生成。
-# `#undo` 行里的取值来自打印时的本机。 与教程脚本一样没有 `set -e`。`#undo` 行说明 `cniplug tutorial 3 --run` 如何撤销上一步；bash把它当作注释。
+# 与教程脚本一样没有 `set -e`。`#undo` 行说明 `cniplug tutorial 3 --run` 如何撤销上一步（取值来自打印时的本机）；
+# bash把它当作注释。
 
 # 清理可能存在的旧配置（安全操作）
 ip netns delete router 2>/dev/null
