@@ -80,9 +80,12 @@ def start(socket_path: str, idle: int, paths: list[str], watch: str) -> int:
 
 def spawn(socket_path: str, idle: int, paths: list[str], watch: str, lock: int) -> int:
     """Double-fork a helper into its own session; its pid. The helper inherits the locked fd `lock`."""
-    code = f"import sys; sys.path[:0] = {paths!r}; from cniplug.cli import main; main()"
-    argv = [sys.executable, "-IS", "-c", code, "helper", "--socket", socket_path, "--idle-exit", str(idle),
-            "--lock-fd", str(lock), "--watch", watch]
+    options = ["helper", "--socket", socket_path, "--idle-exit", str(idle), "--lock-fd", str(lock), "--watch", watch]
+    if getattr(sys, "frozen", False):  # the self-contained runtime (bundle.py): its executable is `cniplug`
+        argv = [sys.executable, *options]
+    else:
+        code = f"import sys; sys.path[:0] = {paths!r}; from cniplug.cli import main; main()"
+        argv = [sys.executable, "-IS", "-c", code, *options]
     log = os.open(socket_path + LOG_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW,
                   0o600)
     pid_r, pid_w = os.pipe2(os.O_CLOEXEC)

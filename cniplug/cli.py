@@ -169,6 +169,16 @@ def parser() -> argparse.ArgumentParser:
                    help="never start a helper from a plugin call (use one started by hand, else run standalone)")
     p.add_argument("--helper-idle", type=positive_seconds, default=AUTO_IDLE, metavar="SECONDS",
                    help=f"an auto-started helper exits after this long without a call (default {AUTO_IDLE})")
+    p.add_argument("--self-contained", action="store_true",
+                   help="install a runtime with its own Python (PyInstaller) into --runtime-dir, for hosts without one")
+    p.add_argument("--runtime-dir", default="/opt/cniplug", help="where --self-contained puts its runtimes")
+    p.add_argument("--bundle", default="", help="with --self-contained: a runtime built by `cniplug bundle` "
+                   "(default: this one when it is self-contained, else build one now)")
+    p.add_argument("--rollback", action="store_true", help="with --self-contained: go back to the previous runtime")
+    p.add_argument("--uninstall", action="store_true",
+                   help="remove the plugin executables cniplug installed in --bin-dir, their helpers, --runtime-dir")
+    p = sub.add_parser("bundle", parents=[common], help="build the self-contained runtime (needs PyInstaller)")
+    p.add_argument("--out", default="dist", help="directory to build it in (default: dist)")
     p = sub.add_parser("demo", parents=[common],
                        help="attach a throwaway namespace to a bridge network, show it, clean up")
     p.add_argument("--subnet", default="10.244.250.0/24", type=ipv4_network)
@@ -231,7 +241,25 @@ def dispatch(argv: list[str]) -> int:
         return bench.main(argv[1:])
     args = parser().parse_args(argv)
     if args.cmd == "install":
+        import cniplug.bundle as bundle
+
+        if args.uninstall:
+            return bundle.uninstall(args.bin_dir, args.runtime_dir, PLUGINS)
+        if args.rollback:
+            return bundle.rollback(args.runtime_dir)
+        if args.self_contained or bundle.frozen():
+            return bundle.install(args.bin_dir, args.runtime_dir, PLUGINS, not args.no_auto_helper, args.helper_idle,
+                                  args.bundle)
         return install(args.bin_dir, not args.no_auto_helper, args.helper_idle)
+    if args.cmd == "bundle":
+        import cniplug.bundle as bundle
+
+        try:
+            path = bundle.build(args.out)
+        except RuntimeError as err:
+            raise UsageError(str(err)) from None
+        print(f"built {path}/{bundle.EXE}; install it with: {path}/{bundle.EXE} install --bin-dir DIR")
+        return 0
     if args.cmd == "demo":
         import cniplug.lab.demo as demo
 

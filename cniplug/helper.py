@@ -297,6 +297,24 @@ def status(run_dir: str = rundir.RUN_DIR) -> list[dict[str, object]]:
     return found
 
 
+def stop(pid: int, path: str, timeout: float = 10.0) -> bool:
+    """End the helper `pid` serving `path` (SIGTERM: it retires as on idle exit) and wait for it; True
+    when it is gone. Only a process whose command line names `path` is signalled."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if path.encode() not in f.read():
+                return False
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ProcessLookupError):
+        return True
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if not alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def print_status(run_dir: str = rundir.RUN_DIR) -> int:
     """`cniplug helper --status`: one paragraph per helper; 0 when at least one serves, else 3 (as
     `systemctl status` says 'not running')."""
