@@ -189,6 +189,8 @@ def dispatch(argv: list[str]) -> int:
     if args.cmd == "net":
         import cniplug.net as net
 
+        if args.verb in ("add", "check", "del") and not args.netns:
+            raise UsageError(net.say("net_need_netns", args.lang, verb=args.verb))
         return net.main(args.verb, args.network, args.netns, args.dry_run, args.lang)
     if args.cmd == "show":
         import cniplug.lab.show as show
