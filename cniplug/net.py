@@ -752,10 +752,13 @@ class DryRun:
         return result if result is not None else prev
 
     def nest(self, script: str, key: str, kind: object) -> None:
+        """A plugin's script in a subshell; one without a command is only its comments (bash refuses `( )`)."""
         self.comment(key, kind=kind)
-        self.lines.append("(")
-        self.lines += _body(script)
-        self.lines.append(")")
+        body = _body(script)
+        if any(line.strip() and not line.startswith("#") and line != "set -e" for line in body):
+            self.lines += ["(", *body, ")"]
+        else:
+            self.lines += [line for line in body if line.startswith("#")]
 
     def write(self, path: str, data: bytes) -> None:
         self.lines.append("")
