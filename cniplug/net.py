@@ -62,6 +62,8 @@ VERBS = ("add", "check", "del", "gc", "status")
 
 
 def say(key: str, lang: str, **fields: object) -> str:
+    """The message `key` of i18n.MESSAGES in `lang` (en, zh) with `fields` filled in; CNIError 7 for a field
+    with a line break."""
     return i18n.text(key, lang, **fields)
 
 
@@ -525,6 +527,7 @@ Invoke = Callable[[str, PluginConf, str, bytes, dict[str, str], dict[str, Any] |
 
 def real_invoke(verb: str, plugin: PluginConf, path: str, stdin: bytes, env: dict[str, str],
                 prev: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The Invoke of a real run: exec the plugin; its result for ADD (version fixed up), else None."""
     out = exec_plugin(path, stdin, env)
     return result_from_stdout(out, json.loads(stdin).get("cniVersion", "")) if verb == "ADD" else None
 
@@ -580,11 +583,14 @@ class Net:
             else:
                 stdin = build_conf(plugin, self.conflist.name, self.conflist.version, prev, rt)
             env = plugin_env(verb, rt if verb not in ("GC", "STATUS") else Runtime(), self.cni_path)
+            for key, value in env.items():  # values from a cache file too (GC): no line break may reach a script
+                _plain(value, key)
             return self.invoke(verb, plugin, path, stdin, env, prev)
         except CNIError as err:
             raise failed(plugin, verb, err, self.lang) from None
 
     def cached(self, rt: Runtime | None = None) -> dict[str, Any] | None:
+        """The cached result of this attachment (or `rt`'s) in the list's cniVersion; None without a cache."""
         return read_cached_result(cache_path(self.conflist.name, rt or self.rt, self.cache_dir),
                                   self.conflist.version)
 

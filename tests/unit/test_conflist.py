@@ -393,3 +393,18 @@ def test_example_lists_parse(name: str) -> None:
 def test_every_contrib_list_parses() -> None:
     for path in sorted((REPO / "contrib").glob("*.conflist")):
         assert net.conflist_from_bytes(path.read_bytes()).plugins, path
+
+
+def test_a_line_break_in_a_cache_file_never_reaches_the_dry_run_script(tmp_path: Path) -> None:
+    """GC takes netns and CNI_ARGS of stale attachments from their cache files: a line break there would end a
+    comment line of the --dry-run script and start a command. Refused instead."""
+    fake = Fake()
+    n = make(tmp_path, lst("tntnet", "one", version="1.1.0"), fake)
+    results = tmp_path / "cache" / "results"
+    results.mkdir(parents=True)
+    for field, value in (("netns", "/x\nrm -rf /"), ("cniArgs", [["A", "1\nrm -rf /"]])):
+        write(results, "tntnet-evil-eth0", {"kind": "cniCacheV1", "containerId": "evil", "ifName": "eth0",
+                                            "networkName": "tntnet", field: value})
+        with pytest.raises(CNIError, match="line break"):
+            n.gc(None)
+    assert [c[0] for c in fake.calls] == ["GC", "GC"], "no DEL ran for the evil attachment"
