@@ -165,6 +165,7 @@ def test_add_check_del_gc_status_on_a_cniplug_only_list(world: World) -> None:
     result = json.loads(ra.stdout)
     assert result["cniVersion"] == "1.1.0" and result["ips"][0]["address"] == "10.235.1.2/24"
     assert [i["name"] for i in result["interfaces"]][0::2] == ["tntbr1", "eth0"]
+    assert all(i["mac"] for i in result["interfaces"]), result
     cached = json.loads(world.cache(network, a).read_text())
     assert (cached["kind"], cached["containerId"], cached["netns"], cached["result"]) == (
         "cniCacheV1", container_id_of(a), a, result)
@@ -174,6 +175,10 @@ def test_add_check_del_gc_status_on_a_cniplug_only_list(world: World) -> None:
 
     assert (c := world.net("check", network, a)).returncode == 0, c.stderr
     assert (s := world.net("status", network)).returncode == 0, s.stderr
+    subprocess.run(["ip", "link", "set", "tntbr1", "down"], check=True)
+    line = one_line_error(world.net("status", network))
+    assert line.startswith('cniplug net: plugin type="cniplug-bridge" failed (status): CNI error 51: '), line
+    subprocess.run(["ip", "link", "set", "tntbr1", "up"], check=True)
     # GC keeping a: b is a stale attachment, deleted from its cache entry; then each plugin's GC
     assert (g := world.net("gc", network, a)).returncode == 0, g.stderr
     gone(world, network, b)
