@@ -145,7 +145,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--svg", default="", metavar="FILE", help="also draw the topology into FILE as SVG")
     p.add_argument("--lang", choices=fastpath.LANGS, default=env_lang if env_lang in fastpath.LANGS else "en")
     p = sub.add_parser("net", parents=[common],
-                       help="run a whole network config list as libcni/cnitool do: cniplug net VERB NETWORK [NETNS]")
+                       help="run a whole network config list as libcni/cnitool do: cniplug net VERB NETWORK [NETNS]",
+                       description="Run the network config list NETWORK as libcni and cnitool do. Environment: "
+                       "NETCONFPATH (default /etc/cni/net.d), CNI_PATH (plugin directories, colon-separated), "
+                       "CAP_ARGS (JSON object of capability arguments), CNI_IFNAME (default eth0), CNI_ARGS "
+                       "(K=V;K=V). Results are cached in /var/lib/cni/results as libcni caches them.")
     p.add_argument("verb", choices=("add", "check", "del", "gc", "status"))
     p.add_argument("network", help="the list's name, looked up in $NETCONFPATH (default /etc/cni/net.d)")
     p.add_argument("netns", nargs="?", default="",
