@@ -313,6 +313,19 @@ MESSAGES: dict[str, dict[str, str]] = {
     "net_dry_cache": {"en": "libcni's result cache {path} (kind cniCacheV1): what DEL and CHECK read back, by cniplug net or cnitool",
                       "zh": "libcni 的结果缓存 {path}（kind 为 cniCacheV1）：DEL 和 CHECK 会读回它，cniplug net 和 cnitool 都一样"},
     "net_dry_uncache": {"en": "Drop libcni's result cache {path}", "zh": "删除 libcni 的结果缓存 {path}"},
+    "net_bad_args_pair": {"en": "invalid CNI_ARGS pair {pair}: expected KEY=VALUE, both non-empty",
+                          "zh": "CNI_ARGS 中的键值对 {pair} 无效：应为 KEY=VALUE，两边都不能为空"},
+    "net_line_break": {"en": "{what} has a control character or line break: {value}",
+                       "zh": "{what} 含有控制字符或换行：{value}"},
+    "net_bad_ifname": {"en": "invalid interface name in CNI_IFNAME: {name} (1-15 bytes, not '.' or '..', without '/', ':' or whitespace)",
+                       "zh": "CNI_IFNAME 中的接口名无效：{name}（1-15 字节，不能是 '.' 或 '..'，不能含 '/'、':' 或空白）"},
+    "net_bad_name": {"en": "invalid characters in {what}: {value} (must match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$)",
+                     "zh": "{what} 含有无效字符：{value}（必须匹配 ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$）"},
+    "net_bad_cap_args": {"en": "CAP_ARGS must be a JSON object, got {value}{why}",
+                         "zh": "CAP_ARGS 必须是 JSON 对象，实际是 {value}{why}"},
+    "net_no_path": {"en": "no plugin directories: CNI_PATH is empty", "zh": "没有插件目录：CNI_PATH 为空"},
+    "net_no_plugin": {"en": "failed to find plugin {kind} in CNI_PATH {paths}",
+                      "zh": "在 CNI_PATH {paths} 中找不到插件 {kind}"},
 }
 
 

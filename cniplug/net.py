@@ -252,7 +252,7 @@ def absolute(path: str) -> str:
     return "/" + out.lstrip("/") if out.startswith("//") else out
 
 
-def parse_cni_args(text: str) -> list[tuple[str, str]]:
+def parse_cni_args(text: str, lang: str = "en") -> list[tuple[str, str]]:
     """cnitool's CNI_ARGS rule: 'K=V;K=V', every pair exactly one '=' with a non-empty key and value."""
     pairs: list[tuple[str, str]] = []
     if not text:
@@ -260,37 +260,36 @@ def parse_cni_args(text: str) -> list[tuple[str, str]]:
     for pair in text.split(";"):
         kv = pair.split("=")
         if len(kv) != 2 or not kv[0] or not kv[1]:
-            raise CNIError(ERR_INVALID_ENV, f"invalid CNI_ARGS pair {pair!r}")
+            raise CNIError(ERR_INVALID_ENV, say("net_bad_args_pair", lang, pair=repr(pair)))
         pairs.append((kv[0], kv[1]))
     return pairs
 
 
-def _plain(value: str, what: str) -> str:
+def _plain(value: str, what: str, lang: str = "en") -> str:
     """Refuse NUL, control characters and line breaks: values go into the environment of a plugin and into
     comment lines of the --dry-run script, where a line break would end the comment."""
     if any(c in i18n._UNSAFE for c in value):
-        raise CNIError(ERR_INVALID_ENV, f"{what} has a control character or line break: {value!r}")
+        raise CNIError(ERR_INVALID_ENV, say("net_line_break", lang, what=what, value=ascii(value)))
     return value
 
 
-def check_ifname(name: str) -> str:
+def check_ifname(name: str, lang: str = "en") -> str:
     """libcni ValidateInterfaceName: 1-15 bytes, not . or .., no '/', ':' or whitespace."""
     if (not name or len(name.encode()) > 15 or name in (".", "..")
             or any(c in "/:" or c.isspace() or c in i18n._UNSAFE for c in name)):
-        raise CNIError(ERR_INVALID_ENV, f"invalid interface name in CNI_IFNAME: {name!r}",
-                       "1-15 bytes, not '.' or '..', without '/', ':' or whitespace")
+        raise CNIError(ERR_INVALID_ENV, say("net_bad_ifname", lang, name=ascii(name)))
     return name
 
 
-def check_name(value: str, what: str) -> str:
+def check_name(value: str, what: str, lang: str = "en") -> str:
     """libcni's network name / container id rule: ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$ (also safe in a file name)."""
     if not value or value[0] in "_.-" or any(c not in NAME_CHARS for c in value):
         raise CNIError(ERR_INVALID_CONFIG if what == "network name" else ERR_INVALID_ENV,
-                       f"invalid characters in {what}: {value!r}", "must match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+                       say("net_bad_name", lang, what=what, value=ascii(value)))
     return value
 
 
-def runtime_from_env(environ: dict[str, str], netns: str) -> Runtime:
+def runtime_from_env(environ: dict[str, str], netns: str, lang: str = "en") -> Runtime:
     """cnitool's RuntimeConf from the environment and the NETNS argument ("" for gc/status without one)."""
     caps: dict[str, Any] = {}
     raw_caps = environ.get("CAP_ARGS", "")
@@ -298,14 +297,15 @@ def runtime_from_env(environ: dict[str, str], netns: str) -> Runtime:
         try:
             caps = json.loads(raw_caps)
         except ValueError as err:
-            raise CNIError(ERR_INVALID_ENV, f"CAP_ARGS is not JSON: {err}") from None
+            raise CNIError(ERR_INVALID_ENV, say("net_bad_cap_args", lang, value=ascii(raw_caps), why=f" ({err})")) \
+                from None
         if not isinstance(caps, dict):
-            raise CNIError(ERR_INVALID_ENV, f"CAP_ARGS must be a JSON object, got {raw_caps!r}")
-    args = parse_cni_args(_plain(environ.get("CNI_ARGS", ""), "CNI_ARGS"))
+            raise CNIError(ERR_INVALID_ENV, say("net_bad_cap_args", lang, value=ascii(raw_caps), why=""))
+    args = parse_cni_args(_plain(environ.get("CNI_ARGS", ""), "CNI_ARGS", lang), lang)
     ifname = environ["CNI_IFNAME"] if "CNI_IFNAME" in environ else "eth0"
     rt = Runtime(ifname=ifname, args=args, capability_args=caps)
     if netns:
-        rt.netns = _plain(absolute(netns), "NETNS")
+        rt.netns = _plain(absolute(netns), "NETNS", lang)
         rt.container_id = container_id_of(netns)
     return rt
 
@@ -343,15 +343,15 @@ def plugin_env(verb: str, rt: Runtime, cni_path: list[str]) -> dict[str, str]:
     }
 
 
-def find_in_path(kind: str, paths: list[str]) -> str:
+def find_in_path(kind: str, paths: list[str], lang: str = "en") -> str:
     """libcni FindInPath: the first regular file named `kind` in the CNI_PATH directories."""
     if not paths:
-        raise CNIError(ERR_INVALID_ENV, "no paths provided", "CNI_PATH is empty")
+        raise CNIError(ERR_INVALID_ENV, say("net_no_path", lang))
     for directory in paths:
         path = os.path.join(directory, kind)
         if os.path.isfile(path):
             return path
-    raise CNIError(ERR_INVALID_CONFIG, f"failed to find plugin {kind!r} in path {paths}")
+    raise CNIError(ERR_INVALID_CONFIG, say("net_no_plugin", lang, kind=repr(kind), paths=":".join(paths)))
 
 
 # -------------------------------------------------------------------------------------------- cache
@@ -574,7 +574,7 @@ class Net:
         """Invoke one plugin of the list for `verb`; CNIError naming the plugin when it fails."""
         rt = rt or self.rt
         try:
-            path = find_in_path(plugin.type, self.cni_path)
+            path = find_in_path(plugin.type, self.cni_path, self.lang)
             if extra:  # GC/STATUS: only name, cniVersion (and the valid attachments) injected
                 stdin = go_json({**plugin.conf, "name": self.conflist.name, "cniVersion": self.conflist.version,
                                  **extra})
@@ -584,7 +584,7 @@ class Net:
                 stdin = build_conf(plugin, self.conflist.name, self.conflist.version, prev, rt)
             env = plugin_env(verb, rt if verb not in ("GC", "STATUS") else Runtime(), self.cni_path)
             for key, value in env.items():  # values from a cache file too (GC): no line break may reach a script
-                _plain(value, key)
+                _plain(value, key, self.lang)
             return self.invoke(verb, plugin, path, stdin, env, prev)
         except CNIError as err:
             raise failed(plugin, verb, err, self.lang) from None
@@ -596,9 +596,9 @@ class Net:
 
     def add(self) -> dict[str, Any] | None:
         """ADD each plugin in order, each result the next one's prevResult; cache and return the last result."""
-        check_name(self.conflist.name, "network name")
-        check_name(self.rt.container_id, "containerID")
-        check_ifname(self.rt.ifname)
+        check_name(self.conflist.name, "network name", self.lang)
+        check_name(self.rt.container_id, "containerID", self.lang)
+        check_ifname(self.rt.ifname, self.lang)
         result: dict[str, Any] | None = None
         for plugin in self.conflist.plugins:
             result = self.step("ADD", plugin, result)
@@ -608,7 +608,7 @@ class Net:
 
     def check(self) -> None:
         """CHECK each plugin in order with the cached result (libcni CheckNetworkList)."""
-        check_ifname(self.rt.ifname)
+        check_ifname(self.rt.ifname, self.lang)
         if not version_at_least(self.conflist.version, (0, 4, 0)):
             raise CNIError(ERR_INVALID_CONFIG, say("net_no_check", self.lang, version=self.conflist.version))
         if self.conflist.disable_check:
@@ -621,8 +621,8 @@ class Net:
         """DEL each plugin in reverse order with the cached result (none below 0.4.0), then drop the cache.
         A cache that cannot be read is dropped and DEL goes on without it (libcni >= 1.2)."""
         rt = rt or self.rt
-        check_name(rt.container_id, "containerID")
-        check_ifname(rt.ifname)
+        check_name(rt.container_id, "containerID", self.lang)
+        check_ifname(rt.ifname, self.lang)
         path = cache_path(self.conflist.name, rt, self.cache_dir)
         cached = None
         if version_at_least(self.conflist.version, (0, 4, 0)):
@@ -788,8 +788,8 @@ def main(verb: str, network: str, netns: str, dry_run: bool, lang: str,
         raise CNIError(ERR_INVALID_ENV, say("net_need_netns", lang, verb=verb))
     directory = environ.get("NETCONFPATH") or DEFAULT_NETCONFPATH
     conflist = load_conflist(directory, network, lang)
-    rt = runtime_from_env(environ, netns)
-    cni_path = [_plain(p, "CNI_PATH") for p in environ.get("CNI_PATH", "").split(":") if p]
+    rt = runtime_from_env(environ, netns, lang)
+    cni_path = [_plain(p, "CNI_PATH", lang) for p in environ.get("CNI_PATH", "").split(":") if p]
     dry = DryRun(lang)
     net = Net(conflist, rt, cni_path, lang=lang)
     if dry_run:
@@ -802,7 +802,7 @@ def main(verb: str, network: str, netns: str, dry_run: bool, lang: str,
     elif verb == "del":
         net.delete()
     elif verb == "gc":
-        net.gc([(rt.container_id, check_ifname(rt.ifname))] if netns else None)
+        net.gc([(rt.container_id, check_ifname(rt.ifname, lang))] if netns else None)
     else:
         net.status()
     if dry_run:

@@ -115,11 +115,13 @@ def test_runtime_from_env() -> None:
     assert rt.ifname == "eth0" and rt.args == [("IgnoreUnknown", "1"), ("K8S_POD_NAME", "p")]
     assert rt.capability_args == {"mac": "x"} and rt.netns == "/run/netns/tntr"
     assert net.runtime_from_env({"CNI_IFNAME": "net1"}, "/x").ifname == "net1"
+    with pytest.raises(CNIError, match="CNI_ARGS 中的键值对"):
+        net.runtime_from_env({"CNI_ARGS": "A"}, "/x", "zh")
     for env, expect in (({"CNI_ARGS": "A=1;;B=2"}, "invalid CNI_ARGS pair ''"),
                         ({"CNI_ARGS": "A=1=2"}, "invalid CNI_ARGS pair 'A=1=2'"),
                         ({"CNI_ARGS": "A=1\nrm -rf /=x"}, "line break"),
                         ({"CAP_ARGS": "[1]"}, "must be a JSON object"),
-                        ({"CAP_ARGS": "{"}, "not JSON")):
+                        ({"CAP_ARGS": "{"}, "must be a JSON object, got '{' (Expecting")):
         with pytest.raises(CNIError) as err:
             net.runtime_from_env(env, "/x")
         assert expect in err.value.msg and err.value.code == 4
