@@ -699,7 +699,12 @@ def render_ours(kind: str, stdin: bytes, env: dict[str, str], lang: str) -> tupl
     req = skel.parse_request(env, stdin, dry_run=True)
     req.lang = lang
     handler = handlers.get(req.command)
-    out = handler(req) if handler is not None else None
+    try:
+        out = handler(req) if handler is not None else None
+    except CNIError:
+        raise
+    except Exception as err:  # as skel.run answers it: a CNI error, never a traceback
+        raise CNIError(ERR_INTERNAL, f"internal error: {type(err).__name__}", str(err)) from None
     result = req.dry_result
     if isinstance(out, dict):
         result, out = out, None

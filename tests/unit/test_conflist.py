@@ -410,3 +410,22 @@ def test_a_line_break_in_a_cache_file_never_reaches_the_dry_run_script(tmp_path:
         with pytest.raises(CNIError, match="line break"):
             n.gc(None)
     assert [c[0] for c in fake.calls] == ["GC", "GC"], "no DEL ran for the evil attachment"
+
+
+def test_a_plugin_bug_in_a_dry_run_is_a_cni_error_not_a_traceback(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from cniplug.plugins import loopback
+
+    def boom(req: Any) -> None:
+        raise ValueError("a bug")
+
+    monkeypatch.setitem(loopback.HANDLERS, "ADD", boom)
+    conf = tmp_path / "net.d"
+    conf.mkdir()
+    write(conf, "10.conflist", lst("tntnet", "cniplug-loopback"))
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "cniplug-loopback").write_text("")
+    with pytest.raises(CNIError) as err, redirect_stdout(io.StringIO()):
+        net.main("add", "tntnet", "/run/netns/tnt-x", True, "en",
+                 {"NETCONFPATH": str(conf), "CNI_PATH": str(tmp_path / "bin")})
+    assert err.value.msg == 'plugin type="cniplug-loopback" failed (add): CNI error 999: internal error: ValueError'
