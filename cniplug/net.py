@@ -634,12 +634,12 @@ class Net:
             self.step("DEL", plugin, cached, rt)
         self.remove(path)
 
-    def gc(self, valid: list[tuple[str, str]] | None) -> list[str]:
+    def gc(self, valid: list[tuple[str, str]] | None) -> None:
         """libcni 1.2 GCNetworkList: DEL every cached attachment of this network not in `valid` (container id,
         ifname), then for a list of version >= 1.1.0 GC each plugin, with cni.dev/valid-attachments when
         `valid` is not None. Nothing when disableGC. Errors are collected; CNIError with all of them."""
         if self.conflist.disable_gc:
-            return []
+            return
         errors: list[str] = []
         keep = set(valid or [])
         for a in cached_attachments(self.cache_dir):
@@ -661,7 +661,6 @@ class Net:
                     errors.append(err.msg)
         if errors:
             raise CNIError(ERR_INTERNAL, "; ".join(errors))
-        return errors
 
     def status(self) -> None:
         """STATUS each plugin of a list of version >= 1.1.0 (nothing below); the first error is the answer."""
