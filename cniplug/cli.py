@@ -218,6 +218,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="/var/lib/cni/networks", help="host-local's store (its dataDir)")
     p.add_argument("--svg", default="", metavar="FILE", help="also draw the topology into FILE as SVG")
     p.add_argument("--lang", choices=fastpath.LANGS, default=env_lang if env_lang in fastpath.LANGS else "en")
+    p = sub.add_parser("net", parents=[common],
+                       help="run a whole network config list as libcni/cnitool do: cniplug net VERB NETWORK [NETNS]",
+                       description="Run the network config list NETWORK as libcni and cnitool do. Environment: "
+                       "NETCONFPATH (default /etc/cni/net.d), CNI_PATH (plugin directories, colon-separated), "
+                       "CAP_ARGS (JSON object of capability arguments), CNI_IFNAME (default eth0), CNI_ARGS "
+                       "(K=V;K=V). Results are cached in /var/lib/cni/results as libcni caches them.")
+    p.add_argument("verb", choices=("add", "check", "del", "gc", "status"))
+    p.add_argument("network", help="the list's name, looked up in $NETCONFPATH (default /etc/cni/net.d)")
+    p.add_argument("netns", nargs="?", default="",
+                   help="the container's network namespace path (add, check, del; for gc the one attachment to keep)")
+    p.add_argument("--dry-run", action="store_true", help="print the bash script for the whole list, change nothing")
+    p.add_argument("--lang", choices=fastpath.LANGS, default=env_lang if env_lang in fastpath.LANGS else "en")
     sub.add_parser("plugin", help="run a plugin as its installed executable does: cniplug plugin NAME [--dry-run ...]",
                    add_help=False)
     return top
@@ -274,6 +286,12 @@ def dispatch(argv: list[str]) -> int:
         if args.idle_exit < 0:
             raise UsageError(f"--idle-exit {args.idle_exit}: must be 0 (never) or more seconds")
         return helper.main(args.socket, args.idle_exit, args.lock_fd, args.watch)
+    if args.cmd == "net":
+        import cniplug.net as net
+
+        if args.verb in ("add", "check", "del") and not args.netns:
+            raise UsageError(net.say("net_need_netns", args.lang, verb=args.verb))
+        return net.main(args.verb, args.network, args.netns, args.dry_run, args.lang)
     if args.cmd == "show":
         import cniplug.lab.show as show
 

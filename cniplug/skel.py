@@ -95,6 +95,9 @@ class Request:
     env: dict[str, str] = field(default_factory=dict)
     dry_run: bool = False
     lang: str = "en"  # of the explanations in the rendered script (--lang, CNIPLUG_LANG)
+    # With --dry-run, the result the call would return as far as it is known without running it (an interface
+    # plugin sets it; `cniplug net --dry-run` hands it to the next plugin as prevResult). None: not set.
+    dry_result: dict[str, Any] | None = None
 
     @property
     def version(self) -> str:
