@@ -53,7 +53,8 @@ def build(out_dir: str) -> Path:
         entry = Path(__file__).resolve().parent / "frozen.py"
         cmd = [sys.executable, "-m", "PyInstaller", "--noconfirm", "--clean", "--log-level", "WARN", "--onedir",
                "--name", EXE, "--distpath", str(out), "--workpath", str(work / "build"), "--specpath", str(work),
-               "--collect-submodules", "cniplug", "--add-data", f"{templates_dir()}{os.pathsep}cniplug/templates",
+               "--collect-submodules", "cniplug", "--collect-submodules", "prometheus_client",
+               "--add-data", f"{templates_dir()}{os.pathsep}cniplug/templates",
                str(entry)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -88,7 +89,7 @@ def replace_symlink(link: Path, target: str) -> None:
 
 
 def install(bin_dir: str, runtime_dir: str, plugins: dict[str, str], auto_helper: bool, idle: int,
-            bundle: str = "") -> int:
+            bundle: str = "", metrics: str = "") -> int:
     """`cniplug install --self-contained`: copy the runtime into `runtime_dir`/<version>-<id>, switch
     `current` to it, keep the one before (for --rollback) and remove older ones, and link every plugin
     type in `bin_dir` to `runtime_dir`/current/cniplug. 0; OSError/RuntimeError when it cannot."""
@@ -100,7 +101,8 @@ def install(bin_dir: str, runtime_dir: str, plugins: dict[str, str], auto_helper
         name = f"{__version__}-{install_id}"
         staging = root / f".{name}.tmp"
         shutil.copytree(src, staging, symlinks=True)
-        conf = f"socket={rundir.RUN_DIR}/helper-3-{install_id}.sock\nidle={idle}\n" if auto_helper else ""
+        conf = f"socket={rundir.RUN_DIR}/helper-3-{install_id}.sock\nidle={idle}\nmetrics={metrics}\n" \
+            if auto_helper else ""
         (staging / "install.conf").write_text(conf)
         os.rename(staging, root / name)  # complete before its name appears
         previous = os.readlink(root / "current") if (root / "current").is_symlink() else ""

@@ -68,7 +68,7 @@ def run_plugin(name: str, args: list[str]) -> None:
 def import_paths() -> list[str]:
     """Directories holding cniplug and its dependencies, for wrappers run with `python -I`."""
     paths = []
-    for mod in ("cniplug", "jinja2", "markupsafe"):
+    for mod in ("cniplug", "jinja2", "markupsafe", "prometheus_client"):
         origin = Path(import_module(mod).__file__ or "").resolve()
         # A package (.../name/__init__.py) lives two levels up, a single module one.
         top = origin.parent.parent if origin.name == "__init__.py" else origin.parent
@@ -77,7 +77,7 @@ def import_paths() -> list[str]:
     return paths
 
 
-def install(bin_dir: str, auto_helper: bool = True, idle: int = AUTO_IDLE) -> int:
+def install(bin_dir: str, auto_helper: bool = True, idle: int = AUTO_IDLE, metrics: str = "") -> int:
     """Write one executable per plugin type into bin_dir (made 0755 if missing); 0. OSError if it cannot.
 
     With `auto_helper` the executables of this install share a helper socket of their own,
@@ -85,6 +85,7 @@ def install(bin_dir: str, auto_helper: bool = True, idle: int = AUTO_IDLE) -> in
     that exits after `idle` seconds without a call (fastpath.main, autostart.py). A new install gets a new
     id, so no call after it reaches a helper still running the code of the one before. Without it, the
     executables use the shared socket of a helper started by hand (fastpath.SOCKET) and start none.
+    `metrics`: the loopback HOST:PORT where an auto-started helper serves Prometheus metrics ("": none).
     """
     os.makedirs(bin_dir, mode=0o755, exist_ok=True)
     paths = import_paths()
@@ -92,6 +93,8 @@ def install(bin_dir: str, auto_helper: bool = True, idle: int = AUTO_IDLE) -> in
     if auto_helper:
         install_id = f"{__version__}-{secrets.token_hex(4)}"
         auto = {"socket": f"{rundir.RUN_DIR}/helper-3-{install_id}.sock", "idle": idle, "paths": paths}
+        if metrics:
+            auto["metrics"] = metrics
     for name, module in PLUGINS.items():
         path = Path(bin_dir) / name
         tmp = path.with_name(f".{name}.tmp{os.getpid()}")
@@ -169,6 +172,8 @@ def parser() -> argparse.ArgumentParser:
                    help="never start a helper from a plugin call (use one started by hand, else run standalone)")
     p.add_argument("--helper-idle", type=positive_seconds, default=AUTO_IDLE, metavar="SECONDS",
                    help=f"an auto-started helper exits after this long without a call (default {AUTO_IDLE})")
+    p.add_argument("--helper-metrics", default="", metavar="HOST:PORT",
+                   help="an auto-started helper serves Prometheus metrics there (a loopback address)")
     p.add_argument("--self-contained", action="store_true",
                    help="install a runtime with its own Python (PyInstaller) into --runtime-dir, for hosts without one")
     p.add_argument("--runtime-dir", default="/opt/cniplug", help="where --self-contained puts its runtimes")
@@ -194,6 +199,8 @@ def parser() -> argparse.ArgumentParser:
                    help="exit after this long without a call (default 0: never)")
     p.add_argument("--lock-fd", type=int, default=-1, help=argparse.SUPPRESS)  # autostart.py
     p.add_argument("--watch", default="", help=argparse.SUPPRESS)  # autostart.py: exit when this file is replaced
+    p.add_argument("--metrics", default="", metavar="HOST:PORT",
+                   help="serve Prometheus metrics on this loopback address, e.g. 127.0.0.1:9217")
     sub.add_parser("bench", help="benchmark against the reference plugins (see cniplug bench --help)", add_help=False)
     p = sub.add_parser("tutorial", parents=[common],
                        help="print (or --run) the tutorial's scripts, rendered from the plugin macros")
@@ -259,10 +266,17 @@ def dispatch(argv: list[str]) -> int:
             return bundle.uninstall(args.bin_dir, args.runtime_dir, PLUGINS)
         if args.rollback:
             return bundle.rollback(args.runtime_dir)
+        if args.helper_metrics:
+            import cniplug.metrics as metrics
+
+            try:
+                metrics.parse_address(args.helper_metrics)
+            except ValueError as err:
+                raise UsageError(str(err).replace("--metrics", "--helper-metrics")) from None
         if args.self_contained or bundle.frozen():
             return bundle.install(args.bin_dir, args.runtime_dir, PLUGINS, not args.no_auto_helper, args.helper_idle,
-                                  args.bundle)
-        return install(args.bin_dir, not args.no_auto_helper, args.helper_idle)
+                                  args.bundle, args.helper_metrics)
+        return install(args.bin_dir, not args.no_auto_helper, args.helper_idle, args.helper_metrics)
     if args.cmd == "bundle":
         import cniplug.bundle as bundle
 
@@ -285,7 +299,7 @@ def dispatch(argv: list[str]) -> int:
             return helper.print_status()
         if args.idle_exit < 0:
             raise UsageError(f"--idle-exit {args.idle_exit}: must be 0 (never) or more seconds")
-        return helper.main(args.socket, args.idle_exit, args.lock_fd, args.watch)
+        return helper.main(args.socket, args.idle_exit, args.lock_fd, args.watch, args.metrics)
     if args.cmd == "net":
         import cniplug.net as net
 

@@ -25,7 +25,7 @@ def install_settings(exe: str) -> dict[str, object] | None:
     values = dict(line.partition("=")[::2] for line in text.splitlines() if "=" in line)
     if not values.get("socket") or not values.get("idle", "").isdigit():
         return None
-    return {"socket": values["socket"], "idle": int(values["idle"]), "paths": []}
+    return {"socket": values["socket"], "idle": int(values["idle"]), "paths": [], "metrics": values.get("metrics", "")}
 
 
 def main() -> None:

@@ -111,12 +111,15 @@ def adopt_context(pid: int) -> str:
     return ""
 
 
-def serve_one(conn: socket.socket, pid: int, reason: str) -> None:
+def serve_one(conn: socket.socket, pid: int, reason: str, done_w: int = -1) -> None:
     """In the forked child: run one plugin call from process `pid` and answer, or decline it with
-    `reason` when it would not run exactly as in the caller (foreign_context). Never returns."""
+    `reason` when it would not run exactly as in the caller (foreign_context). With `done_w` >= 0 (the
+    helper keeps metrics), then write the call's record there (metrics.call_record). Never returns."""
     from cniplug import cli, skel
 
+    began = time.monotonic()
     code = 1
+    plugin, env, stdin = "", dict[str, str](), b""
     want_stats = False
     out = io.StringIO()
     err = io.StringIO()
@@ -143,6 +146,11 @@ def serve_one(conn: socket.socket, pid: int, reason: str) -> None:
     try:
         conn.sendall(fastpath.encode_answer(code, out.getvalue().encode(), err.getvalue().encode(),
                                                stats() if want_stats else b""))
+        conn.close()  # the caller has its answer; what follows is the helper's business
+        if done_w >= 0:
+            from cniplug import metrics
+
+            os.write(done_w, metrics.call_record(plugin, env, stdin, code, out.getvalue(), time.monotonic() - began))
     finally:
         os._exit(0)
 
@@ -161,14 +169,17 @@ def peer_cred(conn: socket.socket) -> tuple[int, int]:
     return int(pid), int(uid)
 
 
-def main(path: str = fastpath.SOCKET, idle_exit: int = 0, lock_fd: int = -1, watch: str = "") -> int:
+def main(path: str = fastpath.SOCKET, idle_exit: int = 0, lock_fd: int = -1, watch: str = "",
+         metrics_address: str = "") -> int:
     """`cniplug helper`: serve on the unix socket `path` until SIGTERM; 0. 1 when not root, 2 for a relative
     path; OSError when the socket cannot be made (`cniplug` prints it on one line).
 
     `idle_exit` > 0: exit after that many seconds without a call. `lock_fd` >= 0: an inherited fd holding
     the flock that makes this the only helper started for `path` (autostart.py); held until exit.
     `watch`: the executable that started it; exit as soon as that file is replaced (a new install).
-    While it serves, `path`.json says who it is and how busy (status()).
+    `metrics_address` ("127.0.0.1:PORT"): serve Prometheus metrics there (metrics.py); a port that cannot
+    be bound is reported in the log and the helper serves without. While it serves, `path`.json says who
+    it is and how busy (status()).
     """
     if os.geteuid() != 0:
         print("cniplug helper: must run as root", file=sys.stderr)
@@ -205,18 +216,42 @@ def main(path: str = fastpath.SOCKET, idle_exit: int = 0, lock_fd: int = -1, wat
     print(f"cniplug helper listening on {path} (pid {os.getpid()}, cniplug {__version__}"
           + (f", exits after {idle_exit} s without a call" if idle_exit else "") + ")", file=sys.stderr, flush=True)
     taken_r, taken_w = os.pipe2(os.O_CLOEXEC)
+    done_r, done_w = -1, -1
+    counter = None
+    if metrics_address:
+        from cniplug import metrics
+
+        try:
+            counter = metrics.Metrics()
+            host, port = counter.serve(metrics_address)
+            info["metrics"] = f"http://{host}:{port}/metrics" if ":" not in host else f"http://[{host}]:{port}/metrics"
+            done_r, done_w = os.pipe2(os.O_CLOEXEC)
+            write_info(path, {**info, "calls": calls, "last_call": 0.0})
+            print(f"cniplug helper: metrics on {info['metrics']}", file=sys.stderr, flush=True)
+        except (OSError, ValueError, ImportError) as exc:
+            counter = None
+            print(f"cniplug helper: no metrics: {exc}", file=sys.stderr, flush=True)
+    pending = b""
     idle: set[int] = set()
     reason = ""
     try:
         while not reason:
             while len(idle) < POOL:
-                idle.add(spawn(server, taken_r, taken_w))
-            if select.select([taken_r], [], [], 1.0)[0]:
+                idle.add(spawn(server, taken_r, taken_w, done_r, done_w))
+            ready = select.select([taken_r] + ([done_r] if done_r >= 0 else []), [], [], 1.0)[0]
+            if counter is not None and done_r in ready:
+                pending += os.read(done_r, 65536)
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    counter.observe(line)
+            if taken_r in ready:
                 data = os.read(taken_r, 4096)  # 4-byte pids, each written atomically
                 words = [int.from_bytes(data[i:i + 4], "big") for i in range(0, len(data) - 3, 4)]
                 idle -= {w & ~DECLINED for w in words}
                 served = sum(1 for w in words if not w & DECLINED)
                 declined += len(words) - served
+                if counter is not None and len(words) > served:
+                    counter.declined(len(words) - served)
                 if served:  # a declined call is no reason to stay
                     calls += served
                     last_call = time.monotonic()
@@ -333,7 +368,7 @@ def print_status(run_dir: str = rundir.RUN_DIR) -> int:
     return 0 if any(h["alive"] for h in helpers) else 3
 
 
-def spawn(server: socket.socket, taken_r: int, taken_w: int) -> int:
+def spawn(server: socket.socket, taken_r: int, taken_w: int, done_r: int = -1, done_w: int = -1) -> int:
     """Fork a child that waits in accept() for one call, so that a call does not wait for a fork (~2 ms).
 
     It tells the helper it was taken (its pid on `taken_w`, with DECLINED set when it will decline the
@@ -353,6 +388,8 @@ def spawn(server: socket.socket, taken_r: int, taken_w: int) -> int:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the child waits for its own commands
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.close(taken_r)
+        if done_r >= 0:
+            os.close(done_r)
         while True:
             conn, _ = server.accept()
             peer, uid = peer_cred(conn)
@@ -364,7 +401,7 @@ def spawn(server: socket.socket, taken_r: int, taken_w: int) -> int:
         reason = foreign_context(peer) or adopt_context(peer)
         os.write(taken_w, (os.getpid() | (DECLINED if reason else 0)).to_bytes(4, "big"))
         os.close(taken_w)
-        serve_one(conn, peer, reason)
+        serve_one(conn, peer, reason, done_w)
     finally:
         os._exit(1)
 
