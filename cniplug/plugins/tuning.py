@@ -264,7 +264,8 @@ def read_backup(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         return {}
     out: dict[str, Any] = {}
-    checks: dict[str, Callable[[Any], Any]] = {"mac": lambda v: _mac(v, "backup mac"), "mtu": lambda v: _int(v, "backup mtu", 68, 65535),
+    checks: dict[str, Callable[[Any], Any]] = {
+              "mac": lambda v: _mac(v, "backup mac"), "mtu": lambda v: _int(v, "backup mtu", 68, 65535),
               "promisc": lambda v: _bool(v, "backup promisc"), "allmulti": lambda v: _bool(v, "backup allmulti"),
               "txQLen": lambda v: _int(v, "backup txQLen", 0, 2**32 - 1)}
     for key in LINK_KEYS:
