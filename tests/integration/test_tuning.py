@@ -164,6 +164,7 @@ def test_same_state_as_reference(lab: Callable[[str], str], tmp_path: Path, name
         assert r.rc == 0, r.stdout + r.stderr
         restored = link(netns) == orig
         eth0 = [i for i in result["interfaces"] if i["name"] == "eth0"][0]
-        views[who] = [after_add, restored, eth0["mac"] == mac_after, reference_view(netns, data, f"{who}1", orig["mac"])]
+        after_del = reference_view(netns, data, f"{who}1", orig["mac"])
+        views[who] = [after_add, restored, eth0["mac"] == mac_after, after_del]
     assert views["ours"] == views["ref"], json.dumps(views, indent=1)
     assert views["ours"][1], "DEL (crossed: the other plugin's backup) restored the link"
