@@ -333,9 +333,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "tu_restore": {"en": "Restore from the backup: {what} on {ifname} (`|| true`: a link already gone is fine)",
                    "zh": "按备份恢复：{ifname} 的 {what}（`|| true`：链路已不存在也没关系）"},
     "tu_del_backup": {"en": "Remove the backup file {path}", "zh": "删除备份文件 {path}"},
-    "tu_gc": {"en": "GC: remove the backup of an attachment that is no longer valid (its container is gone)",
-              "zh": "GC：删除已失效连接的备份（它的容器已不存在）"},
-    "tu_gc_nothing": {"en": "GC: no backup of an attachment that is no longer valid", "zh": "GC：没有已失效连接的备份"},
+    "tu_gc_nothing": {"en": "GC: nothing to remove. A backup file's name (<containerID>_<ifname>.json, the reference's) has no network, so a backup of another network's live container would look stale here; each container's DEL removes its own",
+                      "zh": "GC：没有要删除的。备份文件名（<容器ID>_<接口名>.json，与参考插件相同）不含网络名，别的网络中仍在运行的容器的备份在这里看起来也像失效的；每个容器的 DEL 会删除自己的备份"},
 }
 
 

@@ -115,7 +115,8 @@ def parse_config(req: Request) -> dict[str, Any]:
     4 for an unknown CNI_ARGS key without IgnoreUnknown."""
     c = req.config
     link: dict[str, Any] = {}
-    sysctl = _sysctls(chained.get(c, "sysctl", {}) or {}, "sysctl", req.ifname)
+    ifname = req.ifname or "IFNAME"  # GC and STATUS have no CNI_IFNAME: the keys are still checked
+    sysctl = _sysctls(chained.get(c, "sysctl", {}) or {}, "sysctl", ifname)
     for key, field in (("mac", "mac"), ("mtu", "mtu"), ("promisc", "promisc"), ("allmulti", "allmulti"),
                        ("txQLen", "txQLen")):
         value = chained.get(c, field)
@@ -137,7 +138,7 @@ def parse_config(req: Request) -> dict[str, Any]:
             if value is not None:
                 link[key] = value
         if chained.get(cni_args, "sysctl") is not None:
-            sysctl.update(_sysctls(chained.get(cni_args, "sysctl"), "args.cni.sysctl", req.ifname))
+            sysctl.update(_sysctls(chained.get(cni_args, "sysctl"), "args.cni.sysctl", ifname))
     if "mac" in link:
         link["mac"] = _mac(link["mac"], "mac")
     if "mtu" in link:
@@ -307,25 +308,14 @@ def check(req: Request) -> None:
 
 
 def gc(req: Request) -> str | None:
-    """GC: backup files in dataDir of attachments not in cni.dev/valid-attachments (their container is
-    gone: nothing to restore). Only names of the reference's shape `<id>_<ifname>.json` are considered."""
-    cfg = parse_config(req)
-    valid = chained.attachment_ids(req)
-    stale = []
-    if valid is not None:
-        keep = {f"{cid}_{ifname}.json" for cid, ifname in valid if ifname}
-        ids = {cid for cid, ifname in valid if not ifname}
-        try:
-            names = sorted(os.listdir(cfg["data_dir"]))
-        except OSError:
-            names = []
-        for name in names:
-            if not name.endswith(".json") or "_" not in name or name in keep:
-                continue
-            if any(name.startswith(f"{cid}_") for cid in ids):
-                continue
-            stale.append(f"{cfg['data_dir']}/{name}")
-    return common.perform(req, "tuning/gc.sh.j2", best_effort=True, stale=stale)
+    """GC removes nothing, on purpose: a backup file is named `<containerID>_<ifname>.json` without the
+    network (the reference's name, kept for compatibility), and libcni calls GC once per network with only
+    that network's valid attachments. The backup of another network's live container sharing the dataDir
+    would look stale, and deleting it would lose the values its DEL must restore. A backup outlives its
+    container only by a few bytes; the container's DEL removes it. Config errors are still refused."""
+    parse_config(req)
+    chained.attachment_ids(req)
+    return common.perform(req, "tuning/gc.sh.j2", best_effort=True)
 
 
 def status(req: Request) -> None:

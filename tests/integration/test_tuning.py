@@ -87,6 +87,10 @@ def test_applies_and_restores(lab: Callable[[str], str], tmp_path: Path) -> None
     assert json.loads(backup.read_text()) == {"mac": orig["mac"], "promisc": False, "mtu": orig["mtu"],
                                               "allmulti": False, "txQLen": orig["txqlen"]}
     assert run(node, "cniplug-tuning", "CHECK", conf, c1, "ttnc1").rc == 0, "CHECK substitutes IFNAME"
+    gc = {k: v for k, v in conf.items() if k != "prevResult"} | {"cniVersion": "1.1.0",
+                                                                  "cni.dev/valid-attachments": []}
+    assert run(node, "cniplug-tuning", "GC", gc, "", "", ifname="").rc == 0
+    assert backup.exists(), "GC cannot tell another network's backup from a stale one: it removes none"
     r = run(node, "cniplug-tuning", "DEL", conf, c1, "ttnc1")
     assert r.rc == 0, r.stdout + r.stderr
     assert link(c1) == orig, "DEL restores MAC, MTU, promisc, allmulti, txqueuelen"
