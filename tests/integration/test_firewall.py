@@ -9,14 +9,17 @@ with the reference firewall's for the same chain. Names `tfw-*`, addresses 10.23
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tfw_lab import add_outside, filter_rules, in_ns, pings, run, setup_node
+from tfw_lab import REPO, add_outside, filter_rules, in_ns, pings, run, setup_node
 
 from cniplug import rundir
+from cniplug.cli import plugin_argv
 from cniplug.plugins import firewall
 from cniplug.plugins.bridge import lock_path
 
@@ -212,3 +215,27 @@ def test_refusals_change_nothing(lab: Any, tmp_path: Path) -> None:
     assert filter_rules(node) == before
     assert not Path(firewall.record_path("tfwnet", "tfwc1", "eth0")).exists()
     assert Path(rundir.RUN_DIR).exists()
+
+
+def test_dry_run_script_gives_the_same_state(lab: Any, tmp_path: Path) -> None:
+    """The --dry-run script, run with bash in a second node, leaves the filter table the plugin leaves."""
+    tables = []
+    for who in ("plugin", "script"):
+        node = Path(lab(f"d{who}")).name
+        setup_node(node, "DROP")
+        netns, prev = attach(lab, node, "tfwnet", "tfwbr0", "10.232.1.0/24", f"tfwd{who[0]}", tmp_path / who)
+        conf = fw_conf("tfwnet", prev, ingressPolicy="same-bridge")
+        if who == "plugin":
+            r = run(node, "cniplug-firewall", "ADD", conf, netns, "tfwdp")
+            assert r.rc == 0, r.stdout + r.stderr
+        else:
+            env_run = subprocess.run(
+                ["ip", "netns", "exec", node, *plugin_argv("cniplug-firewall"), "--dry-run"],
+                input=json.dumps(conf).encode(), capture_output=True, timeout=60,
+                env={**os.environ, "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "tfwds", "CNI_NETNS": netns,
+                     "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni", "PYTHONPATH": str(REPO)})
+            assert env_run.returncode == 0, env_run.stderr
+            in_ns(node, "bash", "-c", env_run.stdout.decode())
+            assert not Path(firewall.record_path("tfwnet", "tfwds", "eth0")).exists(), "a dry run wrote a record"
+        tables.append(filter_rules(node))
+    assert tables[0] == tables[1]

@@ -9,14 +9,17 @@ Either plugin's DEL restores from the other's backup. Names `ttn*`, addresses 10
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tfw_lab import in_ns, ns, run, setup_node
+from tfw_lab import REPO, in_ns, ns, run, setup_node
 
+from cniplug.cli import plugin_argv
 from cniplug.plugins.bridge import lock_path
 
 pytestmark = pytest.mark.root
@@ -172,3 +175,29 @@ def test_same_state_as_reference(lab: Callable[[str], str], tmp_path: Path, name
         views[who] = [after_add, restored, eth0["mac"] == mac_after, after_del]
     assert views["ours"] == views["ref"], json.dumps(views, indent=1)
     assert views["ours"][1], "DEL (crossed: the other plugin's backup) restored the link"
+
+
+def test_dry_run_script_gives_the_same_state(lab: Callable[[str], str], tmp_path: Path) -> None:
+    """The --dry-run script, run with bash, changes the link and sysctls as the plugin does (the backup file
+    is the plugin's bookkeeping, announced in a comment, and is not written by a dry run)."""
+    node = Path(lab("node")).name
+    setup_node(node)
+    states = []
+    for cid in ("ttnp", "ttns"):
+        netns, prev = attach(lab, node, cid, tmp_path)
+        conf = tconf(prev, tmp_path / "tuning", sysctl=SYSCTLS, mac=f"02:00:00:0a:e8:3{len(states)}", mtu=1300,
+                     promisc=True, allmulti=True, txQLen=500)
+        if cid == "ttnp":
+            r = run(node, "cniplug-tuning", "ADD", conf, netns, cid)
+            assert r.rc == 0, r.stdout + r.stderr
+        else:
+            proc = subprocess.run(
+                ["ip", "netns", "exec", node, *plugin_argv("cniplug-tuning"), "--dry-run"],
+                input=json.dumps(conf).encode(), capture_output=True, timeout=60,
+                env={**os.environ, "CNI_COMMAND": "ADD", "CNI_CONTAINERID": cid, "CNI_NETNS": netns,
+                     "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni", "PYTHONPATH": str(REPO)})
+            assert proc.returncode == 0, proc.stderr
+            in_ns(node, "bash", "-c", proc.stdout.decode())
+            assert not (tmp_path / "tuning" / f"{cid}_eth0.json").exists(), "a dry run wrote the backup"
+        states.append({**{k: v for k, v in link(netns).items() if k != "mac"}, "sysctl": sysctls(netns)})
+    assert states[0] == states[1]
