@@ -22,6 +22,8 @@ PLUGINS = {
     "cniplug-loopback": "cniplug.plugins.loopback",
     "cniplug-host-local": "cniplug.plugins.host_local",
     "cniplug-static": "cniplug.plugins.static",
+    "cniplug-firewall": "cniplug.plugins.firewall",
+    "cniplug-tuning": "cniplug.plugins.tuning",
 }
 
 WRAPPER = """#!{python} -IS
