@@ -27,23 +27,24 @@ from importlib import import_module
 
 from cniplug import __version__, fastpath, rundir
 
-# Everything a call imports, so that no child pays for an import (cli pulls in argparse: ~4 ms).
-PRELOAD = ("cniplug.cli", "cniplug.plugins.bridge", "cniplug.plugins.ptp", "cniplug.plugins.loopback",
-           "cniplug.plugins.host_local", "cniplug.plugins.static", "cniplug.ipam.delegate")
+# Everything a call imports, so that no child pays for an import (cli pulls in argparse: ~4 ms): every
+# plugin type's module (cli.PLUGINS) and these.
+PRELOAD = ("cniplug.cli", "cniplug.ipam.delegate")
 POOL = 4  # children waiting in accept() at any time
 DECLINED = 1 << 31  # set in the pid a child reports when it declined its call (pids are < 2**22)
 LIBC = ctypes.CDLL(None, use_errno=True)
-TEMPLATES = ("bridge/add.sh.j2", "bridge/del.sh.j2", "ptp/add.sh.j2", "ptp/del.sh.j2", "loopback/add.sh.j2",
-             "loopback/del.sh.j2", "masq_gc.sh.j2")
 
 
 def preload() -> None:
-    from cniplug import render
+    """Import every plugin and compile every plugin template once, before the children are forked."""
+    from cniplug import cli, render
 
-    for name in PRELOAD:
+    for name in (*PRELOAD, *cli.PLUGINS.values()):
         import_module(name)
-    for template in TEMPLATES:
-        render.environment().get_template(template)
+    root = render.templates_dir()
+    for path in sorted(root.rglob("*.sh.j2")):
+        if path.relative_to(root).parts[0] != "tutorial":
+            render.environment().get_template(path.relative_to(root).as_posix())
     try:
         warm_up()
     except Exception as exc:  # only an optimisation: serve anyway
