@@ -304,7 +304,7 @@ def file_id(path: str) -> tuple[int, int, float] | None:
 
 def write_info(path: str, info: dict[str, object]) -> None:
     """Replace `path`.json with `info` atomically (read by `cniplug helper --status`)."""
-    tmp = f"{path}.json.tmp"
+    tmp = f"{path}.json.tmp{os.getpid()}"
     with open(tmp, "w", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW, 0o600)) as f:
         json.dump(info, f)
     os.replace(tmp, path + ".json")

@@ -379,6 +379,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "tu_no_backup": {"en": "No backup file {path}: nothing to restore", "zh": "没有备份文件 {path}：无需恢复"},
     "tu_restore": {"en": "Restore from the backup: {what} on {ifname} (`|| true`: a link already gone is fine)",
                    "zh": "按备份恢复：{ifname} 的 {what}（`|| true`：链路已不存在也没关系）"},
+    "dry_run_file": {"en": "The plugin writes {path} itself (in Python, mode 0600) once the steps above succeeded; for bash this line does the same",
+                     "zh": "插件在以上步骤成功后自己（用 Python，权限 0600）写入 {path}；对 bash 来说，这一行做同样的事"},
     "tu_del_backup": {"en": "Remove the backup file {path}", "zh": "删除备份文件 {path}"},
     "tu_gc_nothing": {"en": "GC: nothing to remove. A backup file's name (<containerID>_<ifname>.json, the reference's) has no network, so a backup of another network's live container would look stale here; each container's DEL removes its own",
                       "zh": "GC：没有要删除的。备份文件名（<容器ID>_<接口名>.json，与参考插件相同）不含网络名，别的网络中仍在运行的容器的备份在这里看起来也像失效的；每个容器的 DEL 会删除自己的备份"},

@@ -42,6 +42,24 @@ def perform(req: Request, template: str, best_effort: bool = False, **context: A
     return None
 
 
+def dry_run_file(lang: str, path: str, body: str, dir_mode: str, keep_existing: bool) -> str:
+    """The step that writes `body` to `path` (mode 0600; its directory made with `dir_mode`) as the
+    plugin does in Python after its script, for a --dry-run script: run by bash, the script then leaves
+    the same files. `keep_existing`: an existing file is left as it is, else it is replaced atomically
+    (a temporary name, then mv). One plain command (`sh -c` with the values as its arguments, quoted),
+    explained in `lang`."""
+    from cniplug import i18n
+
+    q = shlex.quote
+    if keep_existing:
+        code = 'umask 077 && mkdir -p -m "$3" "${2%/*}" && { [ -e "$2" ] || printf %b "$1" > "$2"; }'
+    else:
+        code = 'umask 077 && mkdir -p -m "$3" "${2%/*}" && printf %b "$1" > "$2.tmp" && mv -f "$2.tmp" "$2"'
+    escaped = body.replace("\\", "\\\\").replace("\n", "\\n")  # printf %b: one line in the script
+    return (i18n.say("dry_run_file", lang, path=path) + "\n"
+            + f"sh -c {q(code)} cniplug {q(escaped)} {q(path)} {q(dir_mode)}\n")
+
+
 def host_veth_name() -> str:
     """Like the reference: 'veth' + 8 random hex chars (12 chars, under the 15-byte limit)."""
     return "veth" + os.urandom(4).hex()

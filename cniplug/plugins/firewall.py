@@ -202,12 +202,17 @@ def read_records() -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def record_body(req: Request, prev: dict[str, Any]) -> str:
+    """The record's JSON: {"network", "containerID", "ifname", "ips": [cidr, ...]}."""
+    ips = [cidr for cidrs in addresses(prev).values() for cidr in cidrs]
+    return json.dumps({"network": req.name, "containerID": req.container_id, "ifname": req.ifname, "ips": ips})
+
+
 def write_record(req: Request, prev: dict[str, Any]) -> None:
     """After a successful ADD: the attachment's addresses, for a later GC (mode 0600, written atomically)."""
     path = record_path(req.name, req.container_id, req.ifname)
     rundir.ensure(RECORD_SUBDIR)
-    ips = [cidr for cidrs in addresses(prev).values() for cidr in cidrs]
-    body = json.dumps({"network": req.name, "containerID": req.container_id, "ifname": req.ifname, "ips": ips})
+    body = record_body(req, prev)
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
@@ -257,10 +262,10 @@ def add(req: Request) -> dict[str, Any] | str | None:
     prev = chained.require_prev(req)
     with common.maybe_lock(req, firewall_lock, "firewall"):
         families = plan_add(cfg, prev)
-        text = common.perform(req, "firewall/add.sh.j2", families=families, policy=cfg["policy"],
-                              record=record_path(req.name, req.container_id, req.ifname))
+        path = record_path(req.name, req.container_id, req.ifname)
+        text = common.perform(req, "firewall/add.sh.j2", families=families, policy=cfg["policy"], record=path)
         if text is not None:
-            return text
+            return text + common.dry_run_file(req.lang, path, record_body(req, prev), "0700", keep_existing=False)
         write_record(req, prev)
     return prev
 

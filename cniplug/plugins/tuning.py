@@ -225,6 +225,8 @@ def add(req: Request) -> dict[str, Any] | str | None:
                 pass
         raise
     if text is not None:
+        if link:
+            text += common.dry_run_file(req.lang, path, backup_text(saved), "0600", keep_existing=True)
         return text
     if "mac" in link:
         for itf in prev.get("interfaces", []):

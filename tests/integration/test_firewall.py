@@ -235,7 +235,13 @@ def test_dry_run_script_gives_the_same_state(lab: Any, tmp_path: Path) -> None:
                 env={**os.environ, "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "tfwds", "CNI_NETNS": netns,
                      "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni", "PYTHONPATH": str(REPO)})
             assert env_run.returncode == 0, env_run.stderr
+            record = Path(firewall.record_path("tfwnet", "tfwds", "eth0"))
+            assert not record.exists(), "the dry run itself wrote a record"
             in_ns(node, "bash", "-c", env_run.stdout.decode())
-            assert not Path(firewall.record_path("tfwnet", "tfwds", "eth0")).exists(), "a dry run wrote a record"
+            assert record.exists() and record.stat().st_mode & 0o777 == 0o600, "the script did not write the record"
+            mine = json.loads(Path(firewall.record_path("tfwnet", "tfwdp", "eth0")).read_text())
+            theirs = json.loads(record.read_text())
+            assert {**theirs, "containerID": "", "ips": len(theirs["ips"])} == \
+                {**mine, "containerID": "", "ips": len(mine["ips"])}
         tables.append(filter_rules(node))
     assert tables[0] == tables[1]

@@ -178,8 +178,8 @@ def test_same_state_as_reference(lab: Callable[[str], str], tmp_path: Path, name
 
 
 def test_dry_run_script_gives_the_same_state(lab: Callable[[str], str], tmp_path: Path) -> None:
-    """The --dry-run script, run with bash, changes the link and sysctls as the plugin does (the backup file
-    is the plugin's bookkeeping, announced in a comment, and is not written by a dry run)."""
+    """The --dry-run script, run with bash, changes the link and sysctls as the plugin does, and writes the
+    backup file the plugin writes (the plugin itself writes nothing in a dry run)."""
     node = Path(lab("node")).name
     setup_node(node)
     states = []
@@ -197,7 +197,11 @@ def test_dry_run_script_gives_the_same_state(lab: Callable[[str], str], tmp_path
                 env={**os.environ, "CNI_COMMAND": "ADD", "CNI_CONTAINERID": cid, "CNI_NETNS": netns,
                      "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni", "PYTHONPATH": str(REPO)})
             assert proc.returncode == 0, proc.stderr
+            backup = tmp_path / "tuning" / f"{cid}_eth0.json"
+            assert not backup.exists(), "the dry run itself wrote the backup"
             in_ns(node, "bash", "-c", proc.stdout.decode())
-            assert not (tmp_path / "tuning" / f"{cid}_eth0.json").exists(), "a dry run wrote the backup"
+            ours = json.loads((tmp_path / "tuning" / "ttnp_eth0.json").read_text())
+            assert sorted(json.loads(backup.read_text())) == sorted(ours), "the script's backup differs"
+            assert backup.stat().st_mode & 0o777 == 0o600
         states.append({**{k: v for k, v in link(netns).items() if k != "mac"}, "sysctl": sysctls(netns)})
     assert states[0] == states[1]

@@ -84,3 +84,5 @@ ip6tables -w -t filter -A CNI-ISOLATION-STAGE-2 -m comment --comment 'CNI firewa
 ip6tables -w -t filter -I FORWARD 1 -m comment --comment 'CNI firewall plugin rules (ingressPolicy: same-bridge)' -j CNI-ISOLATION-STAGE-1
 #undo ip6tables -w -t filter -D FORWARD -m comment --comment 'CNI firewall plugin rules (ingressPolicy: same-bridge)' -j CNI-ISOLATION-STAGE-1
 # 这些步骤之后，插件把容器的地址记录到 /run/cniplug/firewall/fw-d8bef832cd9981457677256a670393f4.json（供 GC 使用：参考插件的规则里没有容器ID）
+# 插件在以上步骤成功后自己（用 Python，权限 0600）写入 /run/cniplug/firewall/fw-d8bef832cd9981457677256a670393f4.json；对 bash 来说，这一行做同样的事
+sh -c 'umask 077 && mkdir -p -m "$3" "${2%/*}" && printf %b "$1" > "$2.tmp" && mv -f "$2.tmp" "$2"' cniplug '{"network": "golden-net", "containerID": "c0ffee", "ifname": "eth0", "ips": ["10.232.200.2/32", "fd10:232:200::2/128"]}' /run/cniplug/firewall/fw-d8bef832cd9981457677256a670393f4.json 0700

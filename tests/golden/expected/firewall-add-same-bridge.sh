@@ -85,3 +85,5 @@ ip6tables -w -t filter -A CNI-ISOLATION-STAGE-2 -m comment --comment 'CNI firewa
 ip6tables -w -t filter -I FORWARD 1 -m comment --comment 'CNI firewall plugin rules (ingressPolicy: same-bridge)' -j CNI-ISOLATION-STAGE-1
 #undo ip6tables -w -t filter -D FORWARD -m comment --comment 'CNI firewall plugin rules (ingressPolicy: same-bridge)' -j CNI-ISOLATION-STAGE-1
 # After these steps the plugin records the container's addresses in /run/cniplug/firewall/fw-d8bef832cd9981457677256a670393f4.json (for GC: the reference's rules carry no container id)
+# The plugin writes /run/cniplug/firewall/fw-d8bef832cd9981457677256a670393f4.json itself (in Python, mode 0600) once the steps above succeeded; for bash this line does the same
+sh -c 'umask 077 && mkdir -p -m "$3" "${2%/*}" && printf %b "$1" > "$2.tmp" && mv -f "$2.tmp" "$2"' cniplug '{"network": "golden-net", "containerID": "c0ffee", "ifname": "eth0", "ips": ["10.232.200.2/32", "fd10:232:200::2/128"]}' /run/cniplug/firewall/fw-d8bef832cd9981457677256a670393f4.json 0700

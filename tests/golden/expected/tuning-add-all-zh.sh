@@ -17,3 +17,5 @@ ip -n golden link set dev eth0 address 02:00:00:aa:bb:dd
 # 把 eth0 的MTU设为 1400
 ip -n golden link set dev eth0 mtu 1400
 #undo ip -n golden link set dev eth0 mtu 1500
+# 插件在以上步骤成功后自己（用 Python，权限 0600）写入 @TMP@/tuning/c0ffee_eth0.json；对 bash 来说，这一行做同样的事
+sh -c 'umask 077 && mkdir -p -m "$3" "${2%/*}" && { [ -e "$2" ] || printf %b "$1" > "$2"; }' cniplug '{\n "mac": "02:00:00:00:00:aa",\n "mtu": 1500\n}' @TMP@/tuning/c0ffee_eth0.json 0600

@@ -30,3 +30,5 @@ ip -n golden link set dev eth0 allmulticast on
 # Set the transmit queue length of eth0 to 500 packets
 ip -n golden link set dev eth0 txqueuelen 500
 #undo ip -n golden link set dev eth0 txqueuelen 1000
+# The plugin writes @TMP@/tuning/c0ffee_eth0.json itself (in Python, mode 0600) once the steps above succeeded; for bash this line does the same
+sh -c 'umask 077 && mkdir -p -m "$3" "${2%/*}" && { [ -e "$2" ] || printf %b "$1" > "$2"; }' cniplug '{\n "mac": "02:00:00:00:00:aa",\n "promisc": false,\n "mtu": 1500,\n "allmulti": false,\n "txQLen": 1000\n}' @TMP@/tuning/c0ffee_eth0.json 0600
