@@ -32,6 +32,8 @@ class FakeFacts:
         self.iptables: dict[str, list[str]] = data.get("iptables", {})
         self.netns_alive: bool = data.get("netns_alive", True)
         self.ipv6: bool = data.get("ipv6", True)
+        self.peer_ifindex: int = data.get("peer_ifindex", -1)
+        self.tc: dict[str, list[dict[str, Any]]] = data.get("tc", {})
 
     def iptables_rules(self, family: int, table: str, chain: str) -> list[str]:
         """`iptables -S CHAIN` of the case's nat table: nothing for a chain that is not there."""
@@ -60,6 +62,12 @@ class FakeFacts:
         monkeypatch.setattr(facts, "host_addresses", lambda dev: self.link(dev, "addrs", []))
         monkeypatch.setattr(facts, "has_ipv6", lambda: self.ipv6)
         monkeypatch.setattr(facts, "check_netns", lambda path: None)
+        # bandwidth: the container link's veth peer, host link names by ifindex, MTUs, `tc -j` answers.
+        monkeypatch.setattr(facts, "veth_peer_ifindex", lambda prefix, ifname: self.peer_ifindex)
+        monkeypatch.setattr(facts, "link_name", lambda index: next(
+            (name for name, link in self.links.items() if link.get("ifindex") == index), ""))
+        monkeypatch.setattr(facts, "link_mtu", lambda name: self.link(name, "mtu", -1))
+        monkeypatch.setattr(facts, "tc_json", lambda *args: self.tc.get(" ".join(args), []))
         monkeypatch.setattr(common, "host_veth_name", lambda: "veth0a1b2c3d")
         monkeypatch.setattr(common, "random_mac", lambda: "02:00:00:00:00:aa")
 
@@ -79,7 +87,8 @@ def render_case(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path:
 
 # The functions of cniplug.facts that read the machine; FakeFacts replaces each one.
 PROBES = {"link_exists", "is_bridge", "link_flags", "sysctl", "addresses", "iptables_rules", "netns_alive", "ip_json",
-          "mac_of", "addr_assign_type", "ifindex_of", "master_of", "host_addresses", "has_ipv6", "check_netns"}
+          "mac_of", "addr_assign_type", "ifindex_of", "master_of", "host_addresses", "has_ipv6", "check_netns",
+          "veth_peer_ifindex", "link_name", "link_mtu", "tc_json"}
 PURE = {"ns_ip", "ns_exec", "probe_error"}  # no probe: computed from their arguments
 
 
