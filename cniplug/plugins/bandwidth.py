@@ -235,6 +235,21 @@ def delete(req: Request) -> str | None:
     return common.perform(req, "bandwidth/del.sh.j2", best_effort=True, **teardown(req))
 
 
+def close_to(got: Any, want: Tbf) -> bool:
+    """Does a tbf as `tc -j qdisc show` prints its options ({"rate": B/s, "burst": B, "lat": us}) carry `want`?
+
+    The rate is exact. tc prints the burst and latency back from the kernel's bucket, kept in 64 ns ticks from
+    a whole number of microseconds, so they come back rounded: 10000 bytes at 375000 B/s reads 9999. The
+    reference rounds its bucket time once more (its latency reads 25001 us where tc's reads 25000, measured):
+    accepted are a burst within 2 us of the rate (plus 2 bytes) and a latency within 2 us.
+    """
+    if not isinstance(got, dict):
+        return False
+    burst, lat = got.get("burst"), got.get("lat")
+    return (got.get("rate") == want.rate and isinstance(burst, int) and isinstance(lat, int)
+            and abs(burst - want.burst) <= want.rate * 2 / 1_000_000 + 2 and abs(lat - LATENCY_US) <= 2)
+
+
 def check_tbf(dev: str, want: Tbf, what: str) -> None:
     """CHECK: the root qdisc of `dev` is a tbf with this rate, burst and 25 ms latency (CNIError 999 if not)."""
     roots = [q for q in facts.tc_json("qdisc", "show", "dev", dev) if q.get("root") is True]
@@ -242,10 +257,10 @@ def check_tbf(dev: str, want: Tbf, what: str) -> None:
         raise CNIError(ERR_INTERNAL, f"{what}: no tbf qdisc at the root of {dev}",
                        f"found {[q.get('kind') for q in roots]}")
     options = roots[0].get("options", {})
-    got = (options.get("rate"), options.get("burst"), options.get("lat"))
-    if got != (want.rate, want.burst, LATENCY_US):
-        raise CNIError(ERR_INTERNAL, f"{what}: tbf on {dev} has rate {got[0]} B/s, burst {got[1]} B, latency "
-                       f"{got[2]} us; want {want.rate}, {want.burst}, {LATENCY_US}")
+    if not close_to(options, want):
+        raise CNIError(ERR_INTERNAL, f"{what}: tbf on {dev} has rate {options.get('rate')} B/s, burst "
+                       f"{options.get('burst')} B, latency {options.get('lat')} us; want {want.rate}, {want.burst}, "
+                       f"{LATENCY_US}")
 
 
 def check(req: Request) -> None:
