@@ -96,7 +96,8 @@ def fold_keys(obj: dict[str, Any], keys: tuple[str, ...], where: str) -> dict[st
         if name is None:
             continue
         if name in found:
-            raise CNIError(ERR_INVALID_CONFIG, f"field {where}{key!r} given twice (also as {spelled[name]!r})",
+            raise CNIError(ERR_INVALID_CONFIG, f"field {where}{key!r} given twice: {value!r}, and "
+                           f"{found[name]!r} as {spelled[name]!r}",
                            "keys are matched ignoring case")
         found[name], spelled[name] = value, key
     return found

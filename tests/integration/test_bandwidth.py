@@ -300,3 +300,27 @@ def test_reference_filter_has_a_second_action_that_never_runs(attach: Callable[[
     actions = [f["options"]["actions"] for f in a.tc("filter", "show", "dev", a.veth, "parent", "ffff:")
                if "actions" in f.get("options", {})][0]
     assert [(x["order"], x["control_action"]["type"]) for x in actions] == [(1, "stolen"), (2, "pass")]
+
+
+def test_dry_run_script_run_by_bash_gives_the_same_state(attach: Callable[[int], Attachment]) -> None:
+    """The design's rule: --dry-run prints what the plugin runs. bash runs the printed ADD, then the plugin's DEL
+    must clean it up, then the plugin's own ADD must give the same kernel state (and the same ifb alias)."""
+    a = attach(31)
+    before = kernel_state(a)
+    conf = a.config(a.prev, **SHAPED)
+    env = plugin_env("ADD", a.netns, a.cid)
+    dry = subprocess.run([IP, "netns", "exec", a.host, sys.executable, "-m", "cniplug", "plugin", "cniplug-bandwidth",
+                          "--dry-run"], input=json.dumps(conf).encode(), env=env, capture_output=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    assert kernel_state(a) == before, "the dry run changed something"
+    bash = subprocess.run([IP, "netns", "exec", a.host, "bash", "-c", dry.stdout.decode()], capture_output=True,
+                          text=True, timeout=60)
+    assert bash.returncode == 0, bash.stderr
+    by_bash = kernel_state(a)
+    alias_bash = in_host(a.host, "cat", f"/sys/class/net/{a.ifb}/ifalias")
+    assert a.run("DEL", a.config()).rc == 0
+    assert kernel_state(a) == before
+    assert a.run("ADD", conf).rc == 0
+    assert kernel_state(a) == by_bash
+    alias = in_host(a.host, "cat", f"/sys/class/net/{a.ifb}/ifalias")
+    assert alias == alias_bash == f"cniplug-bandwidth:{a.net}:{a.cid}\n"
