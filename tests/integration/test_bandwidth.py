@@ -30,6 +30,7 @@ from conftest import PluginRun
 from tcr_netstate import IP, in_host, plugin_env, run_in_host
 
 from cniplug.plugins.bandwidth import Tbf, close_to
+from cniplug.plugins.bridge import lock_path
 
 pytestmark = pytest.mark.root
 
@@ -324,3 +325,40 @@ def test_dry_run_script_run_by_bash_gives_the_same_state(attach: Callable[[int],
     assert kernel_state(a) == by_bash
     alias = in_host(a.host, "cat", f"/sys/class/net/{a.ifb}/ifalias")
     assert alias == alias_bash == f"cniplug-bandwidth:{a.net}:{a.cid}\n"
+
+
+@pytest.mark.parametrize("version", ["0.3.1", "0.4.0", "1.1.0"])
+def test_chained_after_bridge_at_each_version(version: str, make_netns: Callable[..., str], tmp_path: Path,
+                                             request: pytest.FixtureRequest) -> None:
+    """bridge -> bandwidth as a runtime runs the chain: ADD in order (each gets the previous result), CHECK of
+    both with the final result (which lists the ifb: bridge's CHECK must ignore it), DEL in reverse order."""
+    slot = 40 + ["0.3.1", "0.4.0", "1.1.0"].index(version)
+    request.addfinalizer(lambda: Path(lock_path(f"tbwbr{slot}")).unlink(missing_ok=True))  # the bridge's lock file
+    host = Path(make_netns(f"tbw-h{slot}", prefix="")).name
+    in_host(host, "ip", "link", "set", "lo", "up")
+    netns = make_netns(f"tbw-c{slot}", prefix="")
+    bridge = {"cniVersion": version, "name": f"tbwnet{slot}", "type": "cniplug-bridge", "bridge": f"tbwbr{slot}",
+              "isGateway": True, "ipam": {"type": "cniplug-host-local", "dataDir": str(tmp_path / "ipam"),
+                                          "ranges": [[{"subnet": f"10.234.{slot}.0/24"}]]}}
+    bw = {"cniVersion": version, "name": f"tbwnet{slot}", "type": "cniplug-bandwidth", **SHAPED}
+    cid = f"tbwc{slot}"
+    r = run_in_host(host, "cniplug-bridge", "ADD", bridge, netns, cid)
+    assert r.rc == 0, r.stdout + r.stderr
+    b = run_in_host(host, "cniplug-bandwidth", "ADD", {**bw, "prevResult": r.json}, netns, cid)
+    assert b.rc == 0, b.stdout + b.stderr
+    final = b.json
+    assert final["cniVersion"] == version and len(final["interfaces"]) == 4  # bridge, veth, eth0, ifb
+    ifb = final["interfaces"][3]["name"]
+    assert ifb == "bwp" + hashlib.sha512(f"tbwnet{slot}{cid}".encode()).hexdigest()[:12]
+    if version != "0.3.1":  # CHECK needs 0.4.0
+        for plugin, conf in (("cniplug-bridge", bridge), ("cniplug-bandwidth", bw)):
+            c = run_in_host(host, plugin, "CHECK", {**conf, "prevResult": final}, netns, cid)
+            assert c.rc == 0, f"{plugin}: {c.stdout} {c.stderr}"
+    veth = final["interfaces"][1]["name"]
+    qdiscs = json.loads(in_host(host, "tc", "-j", "qdisc", "show", "dev", veth))
+    assert [q["kind"] for q in qdiscs] == ["tbf", "ingress"], qdiscs
+    for plugin, conf in (("cniplug-bandwidth", bw), ("cniplug-bridge", bridge)):
+        d = run_in_host(host, plugin, "DEL", {**conf, "prevResult": final}, netns, cid)
+        assert d.rc == 0, f"{plugin}: {d.stdout} {d.stderr}"
+    links = json.loads(in_host(host, "ip", "-j", "-d", "link", "show"))
+    assert [link["ifname"] for link in links if link["ifname"] not in ("lo", f"tbwbr{slot}")] == []
