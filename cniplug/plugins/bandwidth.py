@@ -172,14 +172,18 @@ def parse_config(req: Request) -> Limits:
 
 def host_veth(req: Request, prev: dict[str, Any]) -> str:
     """The host end of CNI_IFNAME's veth: its peer (by ifindex), which prevResult must list without a
-    sandbox (as the reference's getHostInterface). Raises CNIError 999 naming what was not found."""
+    sandbox (as the reference's getHostInterface). Raises CNIError 999 naming what was not found, 7 for a
+    host interface name in prevResult that is not an interface name (checked before anything is looked up)."""
+    listed = [str(itf.get("name", "")) for itf in prev.get("interfaces", []) if not itf.get("sandbox")]
+    for i, name in enumerate(listed):
+        # Each name is looked up under /sys/class/net: it must be an interface name, not a path.
+        skel.check_ifname(name, f"prevResult host interface {i}")
     peer = facts.veth_peer_ifindex(facts.ns_ip(req.netns), req.ifname)
     if peer <= 0:
         raise CNIError(ERR_INTERNAL, f"container interface {req.ifname} has no veth peer", f"in {req.netns}")
-    listed = [itf.get("name", "") for itf in prev.get("interfaces", []) if not itf.get("sandbox")]
     for name in listed:
-        if name and facts.ifindex_of(name) == peer:
-            return str(name)
+        if facts.ifindex_of(name) == peer:
+            return name
     raise CNIError(ERR_INTERNAL, f"no veth peer of container interface {req.ifname} (ifindex {peer}) found "
                    f"among the host interfaces of prevResult {listed}")
 
