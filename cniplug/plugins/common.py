@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from cniplug import render, script
+from cniplug import render, script, skel
 from cniplug.runner import Runner
 from cniplug.skel import Request
 from cniplug.spec import ERR_INTERNAL, ERR_INVALID_CONFIG, ERR_NOT_AVAILABLE, ERR_TRY_AGAIN_LATER, CNIError
@@ -33,12 +33,12 @@ def perform(req: Request, template: str, best_effort: bool = False, **context: A
         return parsed.text
     try:
         RUNNER_FACTORY().run(parsed, best_effort=best_effort)
-    except CNIError as err:
-        log.info("%s %s: the script below failed (%s) and its completed steps were rolled back\n%s",
-                 req.command, req.container_id, err.msg, parsed.text)
+    except CNIError:
+        log.info("%s %s: the script failed and its completed steps were rolled back", req.command, req.container_id)
+        skel.record_script(parsed.text, rolled_back=True)
         raise
-    # With logFile set, the script that really ran (its veth names, MACs) is in the log (issue #11).
-    log.info("%s %s: ran\n%s", req.command, req.container_id, parsed.text)
+    # With logFile set, the script that really ran (its veth names, MACs) is in the call's record (issue #11).
+    skel.record_script(parsed.text)
     return None
 
 
