@@ -308,6 +308,10 @@ MESSAGES: dict[str, dict[str, str]] = {
                    "zh": "删除 ifb 设备 {ifb}（它的令牌桶一起删除）"},
     "bw_del_no_ifb": {"en": "No ifb link of this container: nothing more to remove",
                       "zh": "没有此容器的 ifb 设备：无需再删除"},
+    "bw_assumed_veth": {"en": "Dry run: {ifname} has no veth peer yet (the plugin before only printed its script), so the host end is taken as {veth}, listed before {ifname} in prevResult; ADD itself finds it through the kernel",
+                        "zh": "试运行：{ifname} 还没有veth对端（前一个插件只打印了脚本），所以主机端取 prevResult 中列在 {ifname} 之前的 {veth}；真正的 ADD 通过内核找到它"},
+    "bw_ifb_add_no_mtu": {"en": "Create the ifb link {ifb}, named as the reference names it ('bwp' + SHA-512 of network name and container id), no transmit queue of its own; the host veth's MTU is not known in this dry run, so the kernel's default",
+                          "zh": "创建 ifb 设备 {ifb}，命名方式与参考插件相同（'bwp' + 网络名和容器ID的SHA-512），没有自己的发送队列；此次试运行不知道主机端veth的MTU，所以用内核默认值"},
     "bw_gc_ifb": {"en": "GC: delete the ifb link {ifb}, whose attachment is not valid any more",
                   "zh": "GC：删除 ifb 设备 {ifb}，它所属的连接已不再有效"},
     # cniplug net (cniplug/net.py): a whole config list run as libcni runs it.

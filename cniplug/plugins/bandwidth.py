@@ -188,6 +188,23 @@ def host_veth(req: Request, prev: dict[str, Any]) -> str:
                    f"among the host interfaces of prevResult {listed}")
 
 
+def dry_run_host_veth(req: Request, prev: dict[str, Any]) -> tuple[str, bool]:
+    """--dry-run: (host veth, whether it is assumed). As ADD finds it when the container's veth exists; when
+    it does not yet (`cniplug net --dry-run` of a whole list, where prevResult is the dry-run result of the
+    plugin before), the host interface prevResult lists right before CNI_IFNAME's entry, where bridge and ptp
+    put it. Raises the lookup's CNIError when prevResult has no such interface either."""
+    try:
+        return host_veth(req, prev), False
+    except CNIError as err:
+        if err.code != ERR_INTERNAL:
+            raise
+        interfaces = prev.get("interfaces", [])
+        for i, itf in enumerate(interfaces):
+            if i > 0 and itf.get("name") == req.ifname and itf.get("sandbox") and not interfaces[i - 1].get("sandbox"):
+                return str(interfaces[i - 1].get("name", "")), True
+        raise
+
+
 def require_prev(req: Request) -> dict[str, Any]:
     prev = req.prev_result()
     if prev is None:
@@ -203,14 +220,22 @@ def add(req: Request) -> dict[str, Any] | str | None:
         return prev if not req.dry_run else None
     if not req.dry_run:
         facts.check_netns(req.netns)
-    veth = host_veth(req, prev)
-    context: dict[str, Any] = {"veth": veth, "ingress": limits.ingress, "egress": None, "source": limits.source}
+    veth, assumed = (dry_run_host_veth(req, prev) if req.dry_run else (host_veth(req, prev), False))
+    context: dict[str, Any] = {"veth": veth, "ingress": limits.ingress, "egress": None, "source": limits.source,
+                               "assumed": assumed, "ifname": req.ifname}
     ifb = ifb_name(req.name, req.container_id)
     if limits.egress is not None:
         context["egress"] = limits.egress
-        context["ifb"] = {"name": ifb, "mtu": facts.link_mtu(veth), "alias": ifb_alias(req.name, req.container_id)}
+        mtu = facts.link_mtu(veth)
+        if mtu <= 0:  # a dry run of a whole list: the veth is not there yet; the container end has its MTU
+            mine = [i for i in prev.get("interfaces", []) if i.get("name") == req.ifname and i.get("sandbox")]
+            mtu = mine[0].get("mtu", 0) if mine else 0
+            mtu = mtu if isinstance(mtu, int) and not isinstance(mtu, bool) and 68 <= mtu <= 65535 else 0
+        context["ifb"] = {"name": ifb, "mtu": mtu, "alias": ifb_alias(req.name, req.container_id)}
     text = common.perform(req, "bandwidth/add.sh.j2", **context)
     if text is not None:
+        # For `cniplug net --dry-run`: the result ADD would give, the next plugin's prevResult (no MAC yet).
+        req.dry_result = {**prev, "interfaces": [*prev.get("interfaces", []), {"name": ifb}]} if limits.egress else prev
         return text
     result = dict(prev)
     if limits.egress is not None:

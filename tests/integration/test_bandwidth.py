@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -362,3 +364,32 @@ def test_chained_after_bridge_at_each_version(version: str, make_netns: Callable
         assert d.rc == 0, f"{plugin}: {d.stdout} {d.stderr}"
     links = json.loads(in_host(host, "ip", "-j", "-d", "link", "show"))
     assert [link["ifname"] for link in links if link["ifname"] not in ("lo", f"tbwbr{slot}")] == []
+
+
+def test_net_dry_run_of_a_list_with_bandwidth(make_netns: Callable[..., str], tmp_path: Path) -> None:
+    """`cniplug net --dry-run add` of contrib/cniplug-bandwidth.conflist (ptp, then bandwidth with the capability):
+    bandwidth's part is rendered although ptp's veth does not exist yet (the host end is the interface ptp's
+    dry-run result lists before eth0), and the list's result names the ifb."""
+    netns = make_netns("tbw-n50", prefix="")
+    conf = json.loads((Path(__file__).resolve().parents[2] / "contrib" / "cniplug-bandwidth.conflist").read_text())
+    conf["name"] = "tbwnet50"
+    conf["plugins"][0]["ipam"].update(dataDir=str(tmp_path / "ipam"), ranges=[[{"subnet": "10.234.50.0/24"}]])
+    netd, bin_dir = tmp_path / "net.d", tmp_path / "bin"
+    netd.mkdir()
+    (netd / "tbw.conflist").write_text(json.dumps(conf))
+    subprocess.run([sys.executable, "-m", "cniplug", "install", "--no-auto-helper", "--bin-dir", str(bin_dir)],
+                   check=True, capture_output=True)
+    cap = {"bandwidth": {"ingressRate": INGRESS, "ingressBurst": BURST, "egressRate": EGRESS, "egressBurst": BURST}}
+    env = {**os.environ, "NETCONFPATH": str(netd), "CNI_PATH": f"{bin_dir}:/usr/lib/cni", "CAP_ARGS": json.dumps(cap)}
+    proc = subprocess.run([sys.executable, "-m", "cniplug", "net", "--dry-run", "add", "tbwnet50", netns], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    veth = re.search(r"^ip link add (veth[0-9a-f]{8}) ", proc.stdout, re.M)
+    assert veth, proc.stdout
+    ifb = "bwp" + hashlib.sha512(("tbwnet50" + "cnitool-" + hashlib.sha512(netns.encode()).digest()[:10].hex())
+                                 .encode()).hexdigest()[:12]
+    tbf = f"tc qdisc add dev {veth.group(1)} root handle 1: tbf rate {INGRESS // 8}bps burst {BURST // 8}"
+    assert tbf in proc.stdout
+    assert f"action mirred egress redirect dev {ifb}\n" in proc.stdout
+    assert f'{{"name":"{ifb}"}}' in proc.stdout.replace(" ", "")  # the cached result lists the ifb
+    assert not (bin_dir.parent / "ipam").exists(), "the dry run wrote the IPAM store"
