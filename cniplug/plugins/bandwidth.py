@@ -19,7 +19,11 @@ Differences from the reference, on purpose: config errors are code 7 naming the 
 reference answers 999); DEL also removes the qdiscs on the host veth (the reference leaves them, they die
 with the veth); the ifb carries the alias `cniplug-bandwidth:<network>:<container id>` so that GC can tell
 this network's ifbs apart; the filter has one mirred action (the reference's has a second one that never
-runs); GC and STATUS are implemented (1.1.1 has neither).
+runs); GC and STATUS are implemented (1.1.1 has neither); a config the reference turns into a kernel error
+or an overflowed bucket (a rate under 8 bit/s, burst/rate over 274 s, a limit over 4 GiB) is refused up
+front. CHECK compares the tbf's rate exactly and its burst and latency within tc's rounding (close_to).
+Measured on this machine: the same config gives the same qdiscs, filter and ifb through either plugin
+(tests/integration/test_bandwidth.py), and 3.8 Mbit/s through a 4 Mbit/s shaped link.
 """
 
 from __future__ import annotations
