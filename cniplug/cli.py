@@ -24,6 +24,7 @@ PLUGINS = {
     "cniplug-static": "cniplug.plugins.static",
     "cniplug-firewall": "cniplug.plugins.firewall",
     "cniplug-tuning": "cniplug.plugins.tuning",
+    "cniplug-bandwidth": "cniplug.plugins.bandwidth",
 }
 
 WRAPPER = """#!{python} -IS

@@ -224,14 +224,15 @@ def add(req: Request) -> dict[str, Any] | str | None:
             except OSError:
                 pass
         raise
-    if text is not None:
-        if link:
-            text += common.dry_run_file(req.lang, path, backup_text(saved), "0600", keep_existing=True)
-        return text
     if "mac" in link:
         for itf in prev.get("interfaces", []):
             if itf.get("name") == req.ifname and itf.get("sandbox", req.netns) == req.netns:
                 itf["mac"] = link["mac"]
+    if text is not None:
+        req.dry_result = prev  # what the next plugin of a list gets (cniplug net --dry-run)
+        if link:
+            text += common.dry_run_file(req.lang, path, backup_text(saved), "0600", keep_existing=True)
+        return text
     return prev
 
 

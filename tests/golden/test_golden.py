@@ -34,6 +34,8 @@ class FakeFacts:
         self.ipv6: bool = data.get("ipv6", True)
         self.ip_json: dict[str, list[Any]] = data.get("ip_json", {})  # "ARGS joined by spaces" -> ip -j output
         self.ns_sysctls: dict[str, str] = data.get("ns_sysctls", {})  # path below /proc/sys -> value
+        self.peer_ifindex: int = data.get("peer_ifindex", -1)
+        self.tc: dict[str, list[dict[str, Any]]] = data.get("tc", {})
 
     def iptables_rules(self, family: int, table: str, chain: str) -> list[str]:
         """`iptables -S CHAIN` of the case's nat table: nothing for a chain that is not there."""
@@ -64,6 +66,12 @@ class FakeFacts:
         monkeypatch.setattr(facts, "host_addresses", lambda dev: self.link(dev, "addrs", []))
         monkeypatch.setattr(facts, "has_ipv6", lambda: self.ipv6)
         monkeypatch.setattr(facts, "check_netns", lambda path: None)
+        # bandwidth: the container link's veth peer, host link names by ifindex, MTUs, `tc -j` answers.
+        monkeypatch.setattr(facts, "veth_peer_ifindex", lambda prefix, ifname: self.peer_ifindex)
+        monkeypatch.setattr(facts, "link_name", lambda index: next(
+            (name for name, link in self.links.items() if link.get("ifindex") == index), ""))
+        monkeypatch.setattr(facts, "link_mtu", lambda name: self.link(name, "mtu", -1))
+        monkeypatch.setattr(facts, "tc_json", lambda *args: self.tc.get(" ".join(args), []))
         monkeypatch.setattr(common, "host_veth_name", lambda: "veth0a1b2c3d")
         monkeypatch.setattr(common, "random_mac", lambda: "02:00:00:00:00:aa")
 
@@ -84,7 +92,7 @@ def render_case(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path:
 # The functions of cniplug.facts that read the machine; FakeFacts replaces each one.
 PROBES = {"link_exists", "is_bridge", "link_flags", "sysctl", "addresses", "iptables_rules", "netns_alive", "ip_json",
           "mac_of", "addr_assign_type", "ifindex_of", "master_of", "host_addresses", "has_ipv6", "check_netns",
-          "ns_sysctls"}
+          "ns_sysctls", "veth_peer_ifindex", "link_name", "link_mtu", "tc_json"}
 PURE = {"ns_ip", "ns_exec", "probe_error"}  # no probe: computed from their arguments
 
 

@@ -143,7 +143,7 @@ def test_plugin_with_ip_missing_answers_cni_error(plugin: str, entry: str, bin_d
     """A CNI error JSON on stdout, exit 1 (the protocol's answer); IPAM plugins need no tool and work."""
     netns = f"tep-ep{os.getpid()}"
     env = dict(ENV)
-    if plugin in ("cniplug-bridge", "cniplug-ptp", "cniplug-tuning", "cniplug-firewall"):
+    if plugin in ("cniplug-bridge", "cniplug-ptp", "cniplug-tuning", "cniplug-firewall", "cniplug-bandwidth"):
         env["CNI_COMMAND"] = "STATUS"  # names the missing tool without touching anything
         raw = config(plugin, tmp_path, "1.1.0")
     else:
