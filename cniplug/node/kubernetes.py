@@ -29,7 +29,7 @@ def node_info(node: Any) -> NodeInfo:
     """A V1Node (the client's model) -> NodeInfo. CIDRs and the address are checked to be what they claim;
     a malformed one is dropped (the API validates them too, but this is input)."""
     spec, status = node.spec, node.status
-    cidrs = list(getattr(spec, "pod_cid_rs", None) or [])  # the client's name for spec.podCIDRs
+    cidrs = list(getattr(spec, "pod_cidrs", None) or [])  # spec.podCIDRs
     if not cidrs and getattr(spec, "pod_cidr", None):
         cidrs = [spec.pod_cidr]
     good = []
