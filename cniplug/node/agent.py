@@ -58,8 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     import socket
 
     p.add_argument("action", nargs="?", choices=("run", "demo"), default="run",
-                   help="run: the agent (default); demo: simulated nodes with etcd, see `cniplug node demo --help`")
-    p.add_argument("--name", default=socket.gethostname().split(".")[0].lower(), help="this node's name (default: hostname)")
+                   help="run: the agent (default); demo: simulated nodes with etcd, options --nodes, --prefix, --lang")
+    p.add_argument("--name", default=socket.gethostname().split(".")[0].lower(),
+                   help="this node's name (default: the host name)")
     p.add_argument("--address", default="", help="this node's address, the other nodes' next hop "
                    "(default: the source address of the default route)")
     p.add_argument("--source", choices=tuple(SOURCES), default="etcd", help="where the cluster state comes from")
