@@ -394,6 +394,8 @@ MESSAGES: dict[str, dict[str, str]] = {
                        "zh": "不为节点 {node} 的 {dst} 加路由：它与本节点自己的 Pod 网段重叠"},
     "node_skip_foreign": {"en": "No route to {dst} of node {node}: a route to it that the agent did not make is there; left alone",
                           "zh": "不为节点 {node} 的 {dst} 加路由：已有一条不是本代理建的同目的路由，不去动它"},
+    "node_skip_bad": {"en": "{count} node(s) left out: a name, address or pod CIDR that is not well-formed",
+                      "zh": "略过 {count} 个节点：名称、地址或 Pod 网段格式不对"},
     "node_skip_offlink": {"en": "No route to {dst} of node {node}: its address is on no network this node is attached to (host-gw needs the nodes on one link)",
                           "zh": "不为节点 {node} 的 {dst} 加路由：它的地址不在本节点直连的网络上（host-gw 要求节点在同一链路上）"},
     "node_forwarding": {"en": "Enable IP forwarding: the node routes between its pods and the other nodes (tutorial example 3)",

@@ -27,13 +27,14 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
 from cniplug import render, runner, script
 from cniplug.node.model import NodeInfo
-from cniplug.spec import CNIError
+from cniplug.spec import ERR_INVALID_CONFIG, CNIError
 
 log = logging.getLogger("cniplug")
 
@@ -97,6 +98,32 @@ class Plan:
     nat: dict[str, Any] = field(default_factory=dict)
     conf: dict[str, str] | None = None
     forwarding: bool = False
+    invalid: int = 0  # nodes left out: a name, address or pod CIDR that is not well-formed
+
+
+NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # RFC 1123 subdomain (Kubernetes node names)
+
+
+def _cidr(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def valid(node: NodeInfo) -> bool:
+    """A node the agent can act on: an RFC 1123 name, an IPv4 address or "", pod CIDRs that parse.
+    Anything else (a source gone wrong) is left out of the plan and counted, never rendered."""
+    if not isinstance(node.name, str) or not NODE_NAME.match(node.name):
+        return False
+    if node.address:
+        try:
+            if ipaddress.ip_address(node.address).version != 4:
+                return False
+        except (ValueError, TypeError):
+            return False
+    return all(isinstance(c, str) and _cidr(c) for c in node.pod_cidrs)
 
 
 def normalise(dst: str) -> str:
@@ -209,6 +236,10 @@ def nat_plan(facts: Facts, settings: Settings) -> dict[str, Any]:
 def decide(me: NodeInfo, nodes: list[NodeInfo], facts: Facts, settings: Settings) -> Plan:
     """The difference between the cluster and this node: see the module text. Pure."""
     p = Plan()
+    me = NodeInfo(me.name, tuple(c for c in me.pod_cidrs if _cidr(c)), me.address)
+    good = [n for n in nodes if valid(n)]
+    p.invalid = len(nodes) - len(good)
+    nodes = good
     proto = str(settings.route_proto)
     owned = {r.dst: r.gateway for r in facts.routes if r.protocol == proto}
     foreign = {r.dst for r in facts.routes if r.protocol != proto}
@@ -259,7 +290,9 @@ def plan(me: NodeInfo, nodes: list[NodeInfo], facts: Facts, settings: Settings) 
     (as comments), the steps. A node in sync gets a script with no steps. Pure: (me, nodes, facts,
     settings) -> text; raises CNIError 7 for a value that cannot be rendered (render.quote)."""
     p = decide(me, nodes, facts, settings)
-    body = render.render("node/reconcile.sh.j2", me=me, nodes=sorted(nodes, key=lambda n: n.name), p=p,
+    if not valid(NodeInfo(me.name, (), me.address)):
+        raise CNIError(ERR_INVALID_CONFIG, f"this node's name {me.name!r} or address {me.address!r} is not well-formed")
+    body = render.render("node/reconcile.sh.j2", me=me, nodes=sorted(filter(valid, nodes), key=lambda n: n.name), p=p,
                          s=settings, proto=str(settings.route_proto), write_file=WRITE_FILE,
                          lang=settings.lang)
     return script.header(settings.lang) + body
