@@ -41,7 +41,7 @@ def test_fresh_node_gets_routes_nat_forwarding_and_its_config_list() -> None:
     assert "ip route add 10.239.2.0/24 via 10.239.200.12 proto 222" in got
     assert "ip route add 10.239.3.0/24 via 10.239.200.13 proto 222" in got
     assert f"iptables -w -t nat -N {CHAIN}" in got
-    assert any(line.startswith(f"iptables -w -t nat -I POSTROUTING 1 ") and line.endswith(f"-j {CHAIN}")
+    assert any(line.startswith("iptables -w -t nat -I POSTROUTING 1 ") and line.endswith(f"-j {CHAIN}")
                for line in got)
     assert any(f"-A {CHAIN} -s 10.239.0.0/17 -d 10.239.0.0/17 " in line and line.endswith("-j ACCEPT")
                for line in got)
