@@ -419,6 +419,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "node_in_sync": {"en": "Nothing to change: the node is in sync with the cluster", "zh": "无需改动：节点与集群一致"},
     "node_uninstall": {"en": "Take back what the node agent keeps (`|| true`: already gone is fine)",
                        "zh": "撤销节点代理维护的一切（`|| true`：已不存在也没关系）"},
+    "node_un_route": {"en": "Remove the agent's route to {dst} via {gw}", "zh": "删除本代理建的经由 {gw} 去 {dst} 的路由"},
+    "node_un_jump": {"en": "Remove the jump from POSTROUTING to {chain}", "zh": "删除 POSTROUTING 到 {chain} 的跳转"},
     "node_conf_del": {"en": "Remove this node's network config list {path}", "zh": "删除本节点的网络配置列表 {path}"},
     "nd_applied": {"en": "reconciled: {steps} steps in {ms} ms", "zh": "已调和：{steps} 步，用时 {ms} 毫秒"},
     "nd_failed": {"en": "reconcile failed, nothing changed this round: {error}", "zh": "调和失败，本轮未做改动：{error}"},
