@@ -35,6 +35,11 @@ def say(key: str, lang: str, **fields: object) -> str:
     return i18n.text(f"nd_{key}", lang, **fields)
 
 
+def printable(text: str) -> str:
+    """An error text as one safe line (control characters and line breaks become spaces), at most 300 chars."""
+    return "".join(c if c.isprintable() else " " for c in text)[:300]
+
+
 def default_address() -> str:
     """This node's address: the source address of its route towards the outside (`ip -j route get
     1.0.0.1`, which sends nothing); "" when the node has no default route."""
@@ -93,7 +98,10 @@ def settings_of(args: argparse.Namespace) -> reconcile.Settings:
     import ipaddress
     import re
 
-    net = ipaddress.ip_network(args.cluster_cidr)
+    try:
+        net = ipaddress.ip_network(args.cluster_cidr)
+    except ValueError as err:
+        raise ValueError(f"--cluster-cidr {args.cluster_cidr!r}: {err}") from None
     if net.version != 4:
         raise ValueError(f"--cluster-cidr {args.cluster_cidr!r} is not IPv4")
     if not 5 <= args.route_proto <= 255:
@@ -146,19 +154,17 @@ def main(args: argparse.Namespace) -> int:
         args.address = default_address()
     lang = args.lang
     source = SOURCES[args.source](args)
-    if args.uninstall:
+    if args.uninstall or args.dry_run:
         try:
-            count = uninstall(source, settings)
+            if args.uninstall:
+                print(say("uninstalled", lang, steps=uninstall(source, settings)))
+            else:
+                sys.stdout.write(reconcile_once(source, settings, args.name, args.address, dry_run=True)[0])
+        except SourceError as err:
+            print(f"cniplug node: {printable(str(err))}", file=sys.stderr)
+            return 1
         finally:
             source.close()
-        print(say("uninstalled", lang, steps=count))
-        return 0
-    if args.dry_run:
-        try:
-            text, _ = reconcile_once(source, settings, args.name, args.address, dry_run=True)
-        finally:
-            source.close()
-        sys.stdout.write(text)
         return 0
     stop = threading.Event()
     old = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -173,8 +179,7 @@ def main(args: argparse.Namespace) -> int:
                 if count:
                     print(say("applied", lang, steps=count, ms=round((time.monotonic() - started) * 1000)), flush=True)
             except (SourceError, CNIError) as err:
-                error = "".join(c if c.isprintable() else " " for c in str(err))[:300]
-                print(say("failed", lang, error=error), file=sys.stderr, flush=True)
+                print(say("failed", lang, error=printable(str(err))), file=sys.stderr, flush=True)
                 if args.once:
                     code = 1
             if args.once:

@@ -63,7 +63,7 @@ def main(count: int = 3, prefix: str = "cnnode", lang: str = "en") -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the clean-up
         heading(say("cleanup", lang))
         cluster.down()
-        left = [n for n in cluster.netns if n in sim._netns_names()]
+        left = [n for n in cluster.netns if n in sim.netns_names()]
         print(say("cleaned", lang, names=", ".join(cluster.netns)) if not left else
               say("left", lang, names=", ".join(left)), flush=True)
         for sig, handler in old.items():

@@ -181,8 +181,9 @@ class EtcdSource:
             result = self.run(argv, stdin)
         except Exception as err:  # noqa: BLE001 - etcdctl not installed (CNIError) or cannot run
             raise SourceError(f"etcdctl: {err}") from err
-        if result.rc != 0:
-            raise SourceError(f"etcdctl {' '.join(args[:2])} failed: {result.stderr.strip()[:300]}")
+        if result.rc != 0:  # etcdctl logs JSON warnings first; its own message is the last line
+            last = ([line for line in result.stderr.splitlines() if line.strip()] or [f"exit {result.rc}"])[-1]
+            raise SourceError(f"etcdctl {' '.join(args[:2])} failed: {last.strip()[:300]}")
         return result.stdout
 
     def records(self) -> list[Lease]:

@@ -291,12 +291,13 @@ class Cluster:
         for name in reversed(self.netns):
             subprocess.run(["ip", "netns", "delete", name], capture_output=True)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and set(self.netns) & set(_netns_names()):
+        while time.monotonic() < deadline and set(self.netns) & set(netns_names()):
             time.sleep(0.1)
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-def _netns_names() -> list[str]:
+def netns_names() -> list[str]:
+    """The names of the network namespaces under /run/netns (`ip -j netns list`)."""
     proc = subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True)
     try:
         return [n["name"] for n in json.loads(proc.stdout or "[]")]

@@ -37,9 +37,9 @@ MEASURED: dict[str, float] = {}
 
 def host_state() -> tuple[list[str], list[str], list[str]]:
     """What the host shows of us: netns and links named tnd..., nat chains of the agent."""
-    netns = [n for n in sim._netns_names() if n.startswith(PREFIX)]
-    links = [link["ifname"] for link in json.loads(subprocess.run(["ip", "-j", "link"], capture_output=True,
-                                                                 text=True).stdout) if link["ifname"].startswith(PREFIX)]
+    netns = [n for n in sim.netns_names() if n.startswith(PREFIX)]
+    raw = json.loads(subprocess.run(["ip", "-j", "link"], capture_output=True, text=True).stdout)
+    links = [link["ifname"] for link in raw if link["ifname"].startswith(PREFIX)]
     nat = subprocess.run(["iptables", "-w", "-t", "nat", "-S"], capture_output=True, text=True).stdout
     return netns, links, [line for line in nat.splitlines() if reconcile.CHAIN in line]
 
