@@ -85,9 +85,10 @@ class Demo:
             shown = f"[{self.c.ul}]$ etcdctl {' '.join(argv)}"
         else:
             proc = self.c.node_sh(index, *argv, check=False)
-            shown = f"[n{index}]$ {' '.join(argv)}"
+            words = ["cniplug", *argv[2:]] if list(argv[:2]) == [sys.executable, "-m"] else list(argv)
+            shown = f"[n{index}]$ {' '.join(words)}"
         print(shown)
-        text = (proc.stdout + proc.stderr).rstrip()
+        text = "\n".join(line.rstrip() for line in (proc.stdout + proc.stderr).rstrip().splitlines())
         if text:
             print(text)
         return proc.stdout
