@@ -85,7 +85,7 @@ class Demo:
             shown = f"[{self.c.ul}]$ etcdctl {' '.join(argv)}"
         else:
             proc = self.c.node_sh(index, *argv, check=False)
-            words = ["cniplug", *argv[2:]] if list(argv[:2]) == [sys.executable, "-m"] else list(argv)
+            words = ["cniplug", *argv[3:]] if list(argv[:2]) == [sys.executable, "-m"] else list(argv)
             shown = f"[n{index}]$ {' '.join(words)}"
         print(shown)
         text = "\n".join(line.rstrip() for line in (proc.stdout + proc.stderr).rstrip().splitlines())
