@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from cniplug import i18n
@@ -97,6 +98,10 @@ class Demo:
         self.ok = self.ok and good
         print(f"{'ok ' if good else 'FAIL'} {text}", flush=True)
 
+    def holds(self, index: int) -> Callable[[], bool]:
+        """A check: node `index` holds a pod CIDR in etcd."""
+        return lambda: bool(self.c.cidr_of(index))
+
     def converged(self, nodes: list[int]) -> bool:
         """Every node in `nodes` has a route to every other one's pod CIDR, via that node."""
         want = {i: self.c.cidr_of(i) for i in nodes}
@@ -116,8 +121,9 @@ class Demo:
             print(self.t("node", name=node.name, netns=node.netns, address=node.address))
         heading(self.t("agents", ttl=TTL, interval=INTERVAL))
         started = time.monotonic()
-        for i in n:
+        for i in n:  # one after the other, so n1 takes the first subnet, n2 the second... (a readable story)
             c.start_agent(i)
+            c.wait(self.holds(i), 20, f"n{i} took no pod CIDR")
         took = c.wait(lambda: self.converged(n), 30, "the agents did not converge")
         print(self.t("converged", seconds=f"{time.monotonic() - started:.1f}"))
         del took
