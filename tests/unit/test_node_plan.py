@@ -183,3 +183,17 @@ def test_zh_script_explains_every_step_in_chinese() -> None:
     zh = Settings(cluster_cidr="10.239.0.0/17", conf_dir="/run/tnd-conf", lang="zh")
     steps = steps_of(plan(ME, [ME, N2], Facts((LINK,), (), None, "0"), zh))
     assert steps and all(any("\u4e00" <= c <= "\u9fff" for c in s.note) for s in steps)
+
+
+def test_a_failed_step_rolls_back_the_completed_ones_in_reverse() -> None:
+    from cniplug.runner import RecordingRunner
+
+    text = plan(ME, [ME, N2, N3], Facts((LINK,), (), None, "0"), S)
+    run = RecordingRunner(fail_at=4)  # the 4th command: the nat chain, after forwarding and two routes
+    with pytest.raises(CNIError) as err:
+        reconcile.apply(text, run)
+    assert "step 4 failed" in err.value.msg
+    assert [" ".join(c) for c in run.calls[4:]] == [
+        "ip route del 10.239.3.0/24 via 10.239.200.13 proto 222",
+        "ip route del 10.239.2.0/24 via 10.239.200.12 proto 222",
+        "sysctl -w net.ipv4.ip_forward=0"]
