@@ -178,7 +178,7 @@ def main(args: argparse.Namespace) -> int:
                 text, count = reconcile_once(source, settings, args.name, args.address)
                 if count:
                     print(say("applied", lang, steps=count, ms=round((time.monotonic() - started) * 1000)), flush=True)
-            except (SourceError, CNIError) as err:
+            except (SourceError, CNIError, OSError, ValueError) as err:  # a bad round must not end the agent
                 print(say("failed", lang, error=printable(str(err))), file=sys.stderr, flush=True)
                 if args.once:
                     code = 1

@@ -186,6 +186,18 @@ def test_uninstall_takes_back_everything_and_releases_the_subnet(cluster: sim.Cl
         lambda: all(cidr not in cluster.agent_routes(i) for i in (1, 2)), JOIN_S, "others kept the route")
 
 
+def test_cleanup_on_exit_takes_back_everything_on_sigterm(cluster: sim.Cluster) -> None:
+    cluster.start_agent(3, "--cleanup-on-exit")
+    cluster.wait(lambda: converged(cluster, [1, 2, 3]), JOIN_S, "node 3 did not come back")
+    cidr = cluster.cidr_of(3)
+    assert cluster.conflist(3) is not None
+    cluster.stop_agent(3, signal.SIGTERM)
+    assert "node agent uninstalled" in cluster.agent_log(3)
+    assert cluster.agent_routes(3) == {} and cluster.conflist(3) is None and cluster.cidr_of(3) == ""
+    assert reconcile.CHAIN not in cluster.node_sh(3, "iptables", "-w", "-t", "nat", "-S").stdout
+    cluster.wait(lambda: all(cidr not in cluster.agent_routes(i) for i in (1, 2)), JOIN_S, "others kept the route")
+
+
 def test_concurrent_allocation_on_real_etcd_is_race_free(cluster: sim.Cluster) -> None:
     def in_ul(argv: list[str], stdin: str | None) -> runner.Completed:
         return runner.execute(["ip", "netns", "exec", cluster.ul, *argv], stdin)
