@@ -52,7 +52,7 @@ class Settings:
     bridge cniplug-bridge makes. route_proto: the protocol number marking the agent's routes (1-255,
     not 0-4 which the kernel and iproute2 use themselves). chain: the agent's nat chain. lang: en, zh."""
 
-    cluster_cidr: str
+    cluster_cidr: str = "10.244.0.0/16"
     conf_dir: str = "/etc/cni/net.d"
     conf_name: str = "10-cniplug.conflist"
     network: str = "cniplug-pods"
@@ -233,7 +233,7 @@ def nat_plan(facts: Facts, settings: Settings) -> dict[str, Any]:
     }
 
 
-def decide(me: NodeInfo, nodes: list[NodeInfo], facts: Facts, settings: Settings) -> Plan:
+def decide(me: NodeInfo, nodes: list[NodeInfo], facts: Facts, settings: Settings = Settings()) -> Plan:
     """The difference between the cluster and this node: see the module text. Pure."""
     p = Plan()
     me = NodeInfo(me.name, tuple(c for c in me.pod_cidrs if _cidr(c)), me.address)
@@ -285,7 +285,7 @@ def escape(body: str) -> str:
     return body.replace("\\", "\\\\").replace("\n", "\\n")
 
 
-def plan(me: NodeInfo, nodes: list[NodeInfo], facts: Facts, settings: Settings) -> str:
+def plan(me: NodeInfo, nodes: list[NodeInfo], facts: Facts, settings: Settings = Settings()) -> str:
     """The script of one reconcile (what --dry-run prints and apply() runs): header, what the agent saw
     (as comments), the steps. A node in sync gets a script with no steps. Pure: (me, nodes, facts,
     settings) -> text; raises CNIError 7 for a value that cannot be rendered (render.quote)."""
