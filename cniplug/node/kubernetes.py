@@ -18,10 +18,10 @@ import ipaddress
 from collections.abc import Iterator
 from typing import Any
 
-from cniplug.node.model import NodeInfo
+from cniplug.node.model import NodeInfo, SourceError
 
 
-class KubernetesError(Exception):
+class KubernetesError(SourceError):
     """The API could not be reached or refused (message names the server and the reason)."""
 
 
