@@ -21,6 +21,7 @@ PLUGINS = {
     "cniplug-loopback": "cniplug.plugins.loopback",
     "cniplug-host-local": "cniplug.plugins.host_local",
     "cniplug-static": "cniplug.plugins.static",
+    "cniplug-portmap": "cniplug.plugins.portmap",
 }
 
 WRAPPER = """#!{python} -IS
