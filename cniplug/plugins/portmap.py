@@ -449,14 +449,24 @@ def teardown(req: Request, network: str, container_id: str) -> list[dict[str, An
     chain = dn_chain(network, container_id)
     out = []
     for family in (4, 6):
-        if family == 6 and not facts.has_ipv6():
-            continue
+        if family == 6 and not facts.has_ipv6() or not _installed(TOOLS[family]):
+            continue  # nothing can be there: DEL must not fail for it
         entries = [_words(x)[2:] for x in facts.iptables_rules(family, "nat", DNAT_CHAIN)
                    if x.startswith(f"-A {DNAT_CHAIN} ") and x.endswith(f"-j {chain}")]
         exists = bool(facts.iptables_rules(family, "nat", chain))
         if entries or exists:
             out.append({"tool": TOOLS[family], "chain": chain, "entries": entries, "exists": exists})
     return out
+
+
+def _installed(tool: str) -> bool:
+    from cniplug import runner
+
+    try:
+        runner.which(tool)
+    except CNIError:
+        return False
+    return True
 
 
 def delete(req: Request) -> str | None:
