@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -27,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tcr_netstate import in_host, remove_lock_files, run_in_host
+from tcr_netstate import in_host, plugin_env, remove_lock_files, run_in_host
 
+from cniplug.cli import plugin_argv
 from cniplug.plugins.common import chain_name
 from cniplug.plugins.portmap import LOCK_PATH, dn_chain
 from cniplug.runner import SYSTEM_PATH
@@ -354,3 +356,57 @@ def test_check_and_gc(site: Callable[[int], Site]) -> None:
     assert [x for x in state if dn_chain(s.net, "tpmc2") in x]
     assert s.portmap("DEL", "tpmc2", m2).rc == 0
 
+
+
+def test_dry_run_script_run_with_bash_gives_the_plugins_state(site: Callable[[int], Site]) -> None:
+    """The --dry-run script, run by bash in one host namespace, leaves the same nat tables and route_localnet as
+    the plugin's ADD in another (design: the script is the truth)."""
+    mappings = [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"},
+                {"hostPort": 18053, "containerPort": 53, "protocol": "udp", "hostIP": "fd10:231:{k}::1"}]
+    by_plugin, by_bash = site(6), site(7)
+    for s in (by_plugin, by_bash):
+        s.attach("tpmc1")
+    r = by_plugin.portmap("ADD", "tpmc1", json.loads(json.dumps(mappings).replace("{k}", "6")))
+    assert r.rc == 0, r.stdout + r.stderr
+    conf = by_bash.portmap_config("tpmc1", json.loads(json.dumps(mappings).replace("{k}", "7")))
+    dry = subprocess.run(["ip", "netns", "exec", by_bash.host, *plugin_argv("cniplug-portmap"), "--dry-run"],
+                         input=json.dumps(conf).encode(), capture_output=True, timeout=60,
+                         env={**plugin_env("ADD", by_bash.containers["tpmc1"], "tpmc1")})
+    assert dry.returncode == 0 and dry.stdout.startswith(b"#!/bin/bash"), dry.stdout + dry.stderr
+    assert not [x for x in by_bash.nat() if "CNI-DN-" in x], "--dry-run changed something"
+    ran = subprocess.run(["ip", "netns", "exec", by_bash.host, "bash"], input=dry.stdout, capture_output=True)
+    assert ran.returncode == 0, ran.stderr
+    assert normalised(by_plugin.nat(), by_plugin) == normalised(by_bash.nat(), by_bash)
+    for s in (by_plugin, by_bash):
+        assert in_host(s.host, "cat", f"/proc/sys/net/ipv4/conf/tpmbr{s.k}/route_localnet").strip() == "1"
+
+
+def test_two_containers_racing_for_one_port(site: Callable[[int], Site], tmp_path: Path) -> None:
+    """Two ADDs for the same host port started at once: exactly one gets it, the other is refused (the portmap
+    lock covers the conflict check and the change). `*-restore` is slowed down by 0.5 s through wrappers first in
+    PATH, so that without the lock both would pass the check before either changes anything (seen: both rc 0)."""
+    s = site(8)
+    for cid in ("tpmc1", "tpmc2", "tpmc3"):
+        s.attach(cid)
+    # The shared chains exist already (else the loser's `-N CNI-HOSTPORT-DNAT` would fail even without a lock).
+    assert s.portmap("ADD", "tpmc3", [{"hostPort": 17070, "containerPort": 70}]).rc == 0
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    for tool in ("iptables-restore", "ip6tables-restore"):
+        real = shutil.which(tool, path=SYSTEM_PATH)
+        (slow / tool).write_text(f"#!/bin/sh\nsleep 0.5\nexec {real} \"$@\"\n")
+        (slow / tool).chmod(0o755)
+    procs = []
+    for cid in ("tpmc1", "tpmc2"):
+        conf = s.portmap_config(cid, [{"hostPort": 18080, "containerPort": 80}])
+        procs.append(subprocess.Popen(["ip", "netns", "exec", s.host, *plugin_argv("cniplug-portmap")],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      env=plugin_env("ADD", s.containers[cid], cid, path_prefix=str(slow))))
+        assert procs[-1].stdin is not None
+        procs[-1].stdin.write(json.dumps(conf).encode())
+        procs[-1].stdin.close()
+    rcs = sorted(p.wait(timeout=60) for p in procs)
+    assert rcs == [0, 1]
+    assert len([x for x in s.nat() if x.startswith("iptables -A CNI-HOSTPORT-DNAT") and "18080" in x]) == 1
+    for cid in ("tpmc1", "tpmc2", "tpmc3"):
+        assert s.portmap("DEL", cid, []).rc == 0
