@@ -323,6 +323,14 @@ MESSAGES: dict[str, dict[str, str]] = {
                     "zh": "iptables 和 ip6tables 中都没有这个容器的端口转发规则：无需删除"},
     "pm_gc_none": {"en": "GC: no port-forward chain of a vanished attachment on network {network}",
                    "zh": "GC：网络 {network} 上没有已消失连接的端口转发链"},
+    "pm_nft_tx": {"en": "nftables backend, the reference portmap's layout (1.6+): tables ip/ip6 cni_hostport; one rule per host port in chain hostports (hostip_hostports with a hostIP), commented \"{cid}\" so DEL finds them; base chains prerouting and output (flushed and rewritten: they only jump), masquerading. One nft transaction: all of it or none, hence no #undo",
+                  "zh": "nftables 后端，与参考 portmap（1.6+）布局相同：表 ip/ip6 cni_hostport；每个主机端口在 hostports 链中一条规则（指定 hostIP 时在 hostip_hostports），注释为 \"{cid}\"，DEL 据此找到它们；基础链 prerouting 和 output（清空后重写：只做跳转）、masquerading。整个是一个 nft 事务：要么全部生效要么都不生效，因此没有 #undo"},
+    "pm_nft_family": {"en": "table {fam} cni_hostport: host ports {ports}; rules of an earlier ADD of this container replaced: {stale}",
+                      "zh": "表 {fam} cni_hostport：主机端口 {ports}；替换这个容器之前 ADD 留下的规则：{stale} 条"},
+    "pm_nft_masq": {"en": "masquerading: the container's own packets to itself (hairpin) and, for IPv4, those from 127.0.0.1 leave with the outgoing interface's address",
+                    "zh": "masquerading：容器发给自己的包（hairpin），以及 IPv4 下来自 127.0.0.1 的包，以出接口的地址作为源地址发出"},
+    "pm_nft_del": {"en": "Delete this container's rule (handle {handle}) in chain {chain} of table {fam} cni_hostport (`|| true`: gone is fine)",
+                   "zh": "删除表 {fam} cni_hostport 的 {chain} 链中这个容器的规则（handle {handle}）（`|| true`：已不存在也没关系）"},
 }
 
 

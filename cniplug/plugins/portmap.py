@@ -74,6 +74,7 @@ class Config:
     external_chain: str
     conditions: dict[int, list[str]]
     mappings: list[Mapping]
+    backend: str = "iptables"  # or "nftables"
 
     @property
     def mark(self) -> str:
@@ -191,12 +192,32 @@ def parse_config(req: Request) -> Config:
         raise CNIError(ERR_INVALID_CONFIG, f"field 'markMasqBit' must be an integer in 0..31, got {bit!r}")
     external = "" if external is None else _chain_name(external, "externalSetMarkChain")
     backend = _key(cfg, "backend")
-    if backend not in (None, "", "iptables"):
-        raise CNIError(ERR_INVALID_CONFIG, f"field 'backend' must be \"iptables\", got {backend!r}",
-                       "cniplug-portmap has no nftables backend yet")
-    conditions = {4: _conditions(_key(cfg, "conditionsV4"), "conditionsV4"),
-                  6: _conditions(_key(cfg, "conditionsV6"), "conditionsV6")}
-    return Config(snat, bit, external, conditions, parse_mappings(req.runtime_config("portMappings")))
+    if backend in (None, ""):
+        # As the reference: iptables, unless only nft is there.
+        backend = "nftables" if not _installed("iptables") and _installed("nft") else "iptables"
+    if backend not in ("iptables", "nftables"):
+        raise CNIError(ERR_INVALID_CONFIG, f"field 'backend' must be \"iptables\" or \"nftables\", got {backend!r}")
+    check = _nft_conditions if backend == "nftables" else _conditions
+    conditions = {4: check(_key(cfg, "conditionsV4"), "conditionsV4"),
+                  6: check(_key(cfg, "conditionsV6"), "conditionsV6")}
+    return Config(snat, bit, external, conditions, parse_mappings(req.runtime_config("portMappings")), backend)
+
+
+# Words of an nft expression that end a match or start another command; refused in nftables conditions, which
+# become part of one nft transaction text (a `;` there would start a command of its own).
+_NFT_VERDICTS = {"accept", "drop", "reject", "jump", "goto", "return", "continue", "queue", "dnat", "snat",
+                 "masquerade", "redirect", "add", "delete", "insert", "flush", "table", "chain", "rule"}
+_NFT_WORD = re.compile(r"^[A-Za-z0-9_.:/!=<>,-]+$")
+
+
+def _nft_conditions(value: Any, field: str) -> list[str]:
+    """conditionsV4/V6 for the nftables backend: nft match words (e.g. ["ip", "saddr", "!=", "10.0.0.0/8"])."""
+    words = _conditions(value, field)
+    for word in words:
+        if not _NFT_WORD.match(word) or word.lower() in _NFT_VERDICTS:
+            raise CNIError(ERR_INVALID_CONFIG, f"field {field!r}: {word!r} is not allowed in an nftables match "
+                           "condition", "letters, digits and . : / ! = < > , - _ only; no verdicts or commands")
+    return words
 
 
 def dn_chain(network: str, container_id: str) -> str:
@@ -409,6 +430,8 @@ def add(req: Request) -> dict[str, Any] | str | None:
     cfg = parse_config(req)
     prev = _prev_or_error(req)
     ips = container_ips(req, prev)
+    if cfg.backend == "nftables":
+        return add_nft(req, cfg, prev, ips)
     if not cfg.mappings or not ips:
         text = common.perform(req, "portmap/add.sh.j2", chain="", families=[], localnet=None, snat=cfg.snat,
                               external=cfg.external_chain)
@@ -459,6 +482,94 @@ def teardown(req: Request, network: str, container_id: str) -> list[dict[str, An
     return out
 
 
+NFT_TABLE = "cni_hostport"
+NFT_CHAINS = ("hostports", "hostip_hostports", "masquerading")
+NFT_FAMILIES = {4: "ip", 6: "ip6"}
+
+
+def nft_rules(family: int) -> list[dict[str, Any]]:
+    """The rules of the reference's nft portmap table of one family (ip/ip6 cni_hostport), [] when absent."""
+    return [item["rule"] for item in facts.nft_json("list", "table", NFT_FAMILIES[family], NFT_TABLE)
+            if isinstance(item.get("rule"), dict)]
+
+
+def nft_mapping(rule: dict[str, Any]) -> tuple[str, int, str] | None:
+    """A hostports/hostip_hostports rule -> (protocol, host port, host address or ""); None for other rules."""
+    protocol, port, host_ip = "", 0, ""
+    for expr in rule.get("expr") or []:
+        match = expr.get("match") if isinstance(expr, dict) else None
+        if not isinstance(match, dict) or match.get("op", "==") != "==":
+            continue
+        left = match.get("left")
+        payload = left.get("payload") if isinstance(left, dict) else None
+        if not isinstance(payload, dict):
+            continue
+        if payload.get("field") == "dport" and isinstance(match.get("right"), int):
+            protocol, port = str(payload.get("protocol")), match["right"]
+        elif payload.get("field") == "daddr" and isinstance(match.get("right"), str):
+            host_ip = match["right"]
+    return (protocol, port, host_ip) if protocol and port else None
+
+
+def add_nft(req: Request, cfg: Config, prev: dict[str, Any], ips: dict[int, Any]) -> dict[str, Any] | str:
+    """ADD with the nftables backend (the reference 1.6+ layout, see templates/portmap/nft_add.sh.j2)."""
+    with common.maybe_lock(req, lambda _name: portmap_lock(), "portmap"):
+        families = []
+        conflicts: list[str] = []
+        for family in sorted(ips) if cfg.mappings else []:
+            if family == 6 and not facts.has_ipv6():
+                continue
+            ip = ips[family]
+            existing = nft_rules(family)
+            stale = [{"chain": r["chain"], "handle": r["handle"]} for r in existing
+                     if r.get("comment") == req.container_id and r.get("chain") in NFT_CHAINS]
+            for r in existing:
+                have = nft_mapping(r) if r.get("chain") in NFT_CHAINS[:2] else None
+                if have is None or r.get("comment") == req.container_id:
+                    continue
+                for m in cfg.mappings:
+                    if overlaps(m, *have):
+                        desc = (f"{m.describe()} is forwarded to container {r.get('comment')} (nft table "
+                                f"{NFT_FAMILIES[family]} {NFT_TABLE})")
+                        if desc not in conflicts:
+                            conflicts.append(desc)
+            ipx = NFT_FAMILIES[family]
+            dnat = []
+            for m in cfg.mappings:
+                if m.host_ip and m.host_ip_family() != family:
+                    continue
+                to = f"{ip.ip}:{m.container_port}" if family == 4 else f"[{ip.ip}]:{m.container_port}"
+                match = f"{m.protocol} dport {m.host_port}"
+                dnat.append({"chain": "hostip_hostports" if m.host_ip else "hostports", "to": to,
+                             "match": f"{ipx} daddr {m.host_ip} {match}" if m.host_ip else match})
+            families.append({"fam": ipx, "ipx": ipx, "ip": str(ip.ip), "stale": stale, "dnat": dnat,
+                             "conditions": " ".join(cfg.conditions[family]),
+                             "ports": ", ".join(m.describe() for m in cfg.mappings
+                                                if not m.host_ip or m.host_ip_family() == family),
+                             "masq": ([str(ip.ip)] + (["127.0.0.1"] if family == 4 else [])) if cfg.snat else []})
+        if conflicts:
+            raise CNIError(ERR_INTERNAL, f"host port already mapped for another container: {'; '.join(conflicts)}",
+                           f"container {req.container_id} on network {req.name} asked for "
+                           f"{', '.join(m.describe() for m in cfg.mappings)}")
+        localnet = route_localnet_plan(ips[4], prev) if cfg.snat and 4 in ips and families else None
+        text = common.perform(req, "portmap/nft_add.sh.j2", families=families, localnet=localnet, snat=cfg.snat,
+                              cid=req.container_id)
+    return prev if text is None else text
+
+
+def nft_teardown(container_id: str) -> list[dict[str, Any]]:
+    """The nft rules (both families) commented with this container id in the reference's three chains."""
+    if not _installed("nft"):
+        return []
+    out = []
+    for family, fam in NFT_FAMILIES.items():
+        if family == 6 and not facts.has_ipv6():
+            continue
+        out += [{"fam": fam, "chain": r["chain"], "handle": r["handle"]} for r in nft_rules(family)
+                if r.get("comment") == container_id and r.get("chain") in NFT_CHAINS]
+    return out
+
+
 def _installed(tool: str) -> bool:
     from cniplug import runner
 
@@ -475,7 +586,8 @@ def delete(req: Request) -> str | None:
     parse_config(req)
     if req.config.get("prevResult"):
         req.prev_result()
-    return common.perform(req, "portmap/del.sh.j2", best_effort=True, chains=teardown(req, req.name, req.container_id))
+    return common.perform(req, "portmap/del.sh.j2", best_effort=True, chains=teardown(req, req.name, req.container_id),
+                          nft=nft_teardown(req.container_id))
 
 
 def check(req: Request) -> None:
@@ -485,6 +597,9 @@ def check(req: Request) -> None:
     prev = _prev_or_error(req)
     ips = container_ips(req, prev)
     if not cfg.mappings:
+        return
+    if cfg.backend == "nftables":
+        check_nft(req, cfg, ips)
         return
     chain = dn_chain(req.name, req.container_id)
     for family, ip in sorted(ips.items()):
@@ -502,6 +617,22 @@ def check(req: Request) -> None:
                 raise CNIError(ERR_INTERNAL, f"DNAT {m.describe()} -> {to} missing in chain {chain}")
             if not any(_sends(x, m) for x in entries):
                 raise CNIError(ERR_INTERNAL, f"no rule in {DNAT_CHAIN} sends {m.describe()} to {chain}")
+
+
+def check_nft(req: Request, cfg: Config, ips: dict[int, Any]) -> None:
+    """CHECK, nftables backend: a rule commented with the container id for every mapping of each family."""
+    for family in sorted(ips):
+        if family == 6 and not facts.has_ipv6():
+            continue
+        mine = [nft_mapping(r) for r in nft_rules(family)
+                if r.get("comment") == req.container_id and r.get("chain") in NFT_CHAINS[:2]]
+        for m in cfg.mappings:
+            if m.host_ip and m.host_ip_family() != family:
+                continue
+            if not any(have and have[:2] == (m.protocol, m.host_port) and (have[2] or "") == m.host_ip
+                       for have in mine):
+                raise CNIError(ERR_INTERNAL, f"nft rule for {m.describe()} of container {req.container_id} missing "
+                               f"in table {NFT_FAMILIES[family]} {NFT_TABLE}")
 
 
 def _is_dnat(line: str, m: Mapping, to: str) -> bool:
@@ -551,15 +682,18 @@ def gc(req: Request) -> str | None:
 
 
 def status(req: Request) -> None:
-    """STATUS: iptables and iptables-restore must be installed (50 otherwise)."""
-    parse_config(req)
+    """STATUS: the backend's tools must be installed (50 otherwise): iptables and iptables-restore (and the
+    ip6tables pair where IPv6 is on), or nft."""
+    cfg = parse_config(req)
     from cniplug import runner
 
-    for tool in ("iptables", "iptables-restore") + (("ip6tables", "ip6tables-restore") if facts.has_ipv6() else ()):
+    tools: tuple[str, ...] = ("nft",) if cfg.backend == "nftables" else (
+        ("iptables", "iptables-restore") + (("ip6tables", "ip6tables-restore") if facts.has_ipv6() else ()))
+    for tool in tools:
         try:
             runner.which(tool)
         except CNIError:
-            raise CNIError(ERR_NOT_AVAILABLE, f"command {tool!r} not found", "install iptables") from None
+            raise CNIError(ERR_NOT_AVAILABLE, f"command {tool!r} not found", f"install {tool}") from None
 
 
 HANDLERS = {"ADD": add, "DEL": delete, "CHECK": check, "GC": gc, "STATUS": status}

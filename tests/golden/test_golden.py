@@ -32,6 +32,7 @@ class FakeFacts:
         self.iptables: dict[str, list[str]] = data.get("iptables", {})
         self.netns_alive: bool = data.get("netns_alive", True)
         self.ipv6: bool = data.get("ipv6", True)
+        self.nft: dict[str, list[dict[str, Any]]] = data.get("nft", {})  # "ip cni_hostport" -> nft -j objects
 
     def iptables_rules(self, family: int, table: str, chain: str) -> list[str]:
         """`iptables -S CHAIN` of the case's nat table: nothing for a chain that is not there."""
@@ -60,6 +61,7 @@ class FakeFacts:
         monkeypatch.setattr(facts, "host_addresses", lambda dev: self.link(dev, "addrs", []))
         monkeypatch.setattr(facts, "has_ipv6", lambda: self.ipv6)
         monkeypatch.setattr(facts, "check_netns", lambda path: None)
+        monkeypatch.setattr(facts, "nft_json", lambda *args: self.nft.get(" ".join(args[2:4]), []))
         monkeypatch.setattr(common, "host_veth_name", lambda: "veth0a1b2c3d")
         monkeypatch.setattr(common, "random_mac", lambda: "02:00:00:00:00:aa")
 
@@ -80,6 +82,7 @@ def render_case(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path:
 # The functions of cniplug.facts that read the machine; FakeFacts replaces each one.
 PROBES = {"link_exists", "is_bridge", "link_flags", "sysctl", "addresses", "iptables_rules", "netns_alive", "ip_json",
           "mac_of", "addr_assign_type", "ifindex_of", "master_of", "host_addresses", "has_ipv6", "check_netns"}
+PROBES |= {"nft_json"}  # cniplug-portmap's nftables backend
 PURE = {"ns_ip", "ns_exec", "probe_error"}  # no probe: computed from their arguments
 
 
