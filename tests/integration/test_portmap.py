@@ -410,3 +410,48 @@ def test_two_containers_racing_for_one_port(site: Callable[[int], Site], tmp_pat
     assert len([x for x in s.nat() if x.startswith("iptables -A CNI-HOSTPORT-DNAT") and "18080" in x]) == 1
     for cid in ("tpmc1", "tpmc2", "tpmc3"):
         assert s.portmap("DEL", cid, []).rc == 0
+
+
+def nft_rules_of(s: Site, cid: str) -> list[str]:
+    """Lines of the nft portmap tables (both families) that carry this container id's comment."""
+    out = []
+    for fam in ("ip", "ip6"):
+        proc = subprocess.run(["ip", "netns", "exec", s.host, "nft", "list", "table", fam, "cni_hostport"],
+                              capture_output=True, text=True)
+        out += [f"{fam}: {line.strip()}" for line in proc.stdout.splitlines() if f'comment "{cid}"' in line]
+    return out
+
+
+def test_nftables_backend(site: Callable[[int], Site]) -> None:
+    """backend nftables: tcp and udp through the host port from the host (bridge address, localhost), another
+    container, the container itself and the outside; iptables untouched; a second container's request for the
+    port is refused; DEL (no prevResult, no netns) removes every rule of the container, twice."""
+    s = site(9)
+    s.attach("tpmc1")
+    other = s.attach("tpmc2")
+    out = outside(s)
+    before = s.nat()
+    r = s.portmap("ADD", "tpmc1", MAPPINGS, backend="nftables")
+    assert r.rc == 0, r.stdout + r.stderr
+    assert s.nat() == before, "the nftables backend changed iptables"
+    assert len(nft_rules_of(s, "tpmc1")) == 2 + 2 + 1 + 2  # dnat v4, v6; masquerade v6; v4 hairpin + localhost
+    s.serve("tpmc1", 80, 53)
+    me = Path(s.containers["tpmc1"]).name
+    failures = []
+    for label, ns, addr in [("host", s.host, s.gateway), ("localhost", s.host, "127.0.0.1"),
+                            ("another container", Path(other).name, s.gateway), ("hairpin", me, s.gateway),
+                            ("outside", out, f"10.231.{100 + s.k}.1")]:
+        for proto, port in (("tcp", 18080), ("udp", 18053)):
+            if not s.ask(ns, addr, port, proto).startswith(f"tpm-{proto} "):
+                failures.append(f"{label} {proto}")
+    assert not failures, failures
+    r = s.portmap("ADD", "tpmc2", [{"hostPort": 18080, "containerPort": 80}], backend="nftables")
+    assert r.rc == 1 and "18080/tcp" in r.json["msg"] and "tpmc1" in r.json["msg"], r.stdout
+    assert not nft_rules_of(s, "tpmc2")
+    conf = s.portmap_config("tpmc1", [], backend="nftables")
+    del conf["prevResult"]
+    for _ in range(2):
+        r = run_in_host(s.host, "cniplug-portmap", "DEL", conf, "", "tpmc1")
+        assert r.rc == 0, r.stdout + r.stderr
+        assert nft_rules_of(s, "tpmc1") == []
+    assert s.ask(s.host, s.gateway, 18080, "tcp") == ""

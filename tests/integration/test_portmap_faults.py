@@ -13,7 +13,8 @@ and only this container's steps run. Two ways to fail step k:
   invocation (an `iptables-restore` carries several steps).
 
 State compared: tcr_netstate.snapshot (links, addresses, routes, iptables-save, ip6tables-save, forwarding)
-plus the bridge's route_localnet. Names: `tpm` prefix, 10.231.20.0/24, fd10:231:20::/64.
+plus the bridge's route_localnet and `nft list ruleset`. Both backends (iptables, nftables) are run.
+Names: `tpm` prefix, 10.231.20.0/24, fd10:231:20::/64.
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ class Stage:
     def snap(self) -> dict[str, Any]:
         state = snapshot(self.host, [self.netns])
         state["route_localnet"] = in_host(self.host, "cat", "/proc/sys/net/ipv4/conf/tpmbr20/route_localnet").strip()
+        # iptables-save does not show nft's own tables (the nftables backend's cni_hostport): the whole ruleset.
+        state["nft"] = in_host(self.host, "nft", "list", "ruleset").splitlines()
         return state
 
     def run(self, command: str, path_prefix: str = "") -> Any:
@@ -118,13 +121,19 @@ def bridge_config(data_dir: Path) -> dict[str, Any]:
                      "ranges": [[{"subnet": "10.231.20.0/24"}], [{"subnet": "fd10:231:20::/64"}]]}}
 
 
-def portmap_config(prev: dict[str, Any], mappings: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"cniVersion": "1.0.0", "name": "tpmnet20", "type": "cniplug-portmap",
+def portmap_config(prev: dict[str, Any], mappings: list[dict[str, Any]], backend: str) -> dict[str, Any]:
+    return {"cniVersion": "1.0.0", "name": "tpmnet20", "type": "cniplug-portmap", "backend": backend,
             "capabilities": {"portMappings": True}, "runtimeConfig": {"portMappings": mappings}, "prevResult": prev}
 
 
+@pytest.fixture(params=["iptables", "nftables"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def stage(make_netns: Callable[..., str], tmp_path: Path) -> Iterator[Callable[[str, bool], Stage]]:
+def stage(make_netns: Callable[..., str], tmp_path: Path,
+          backend: str) -> Iterator[Callable[[str, bool], Stage]]:
     def make(tag: str, shared: bool) -> Stage:
         host = Path(make_netns(f"tpm-fh{tag}", prefix="")).name
         setup_host(host)
@@ -138,12 +147,12 @@ def stage(make_netns: Callable[..., str], tmp_path: Path) -> Iterator[Callable[[
         if shared:  # another container already has a port: the shared chains and route_localnet exist
             netns, prev = prevs["tpmf0"]
             r = run_in_host(host, "cniplug-portmap", "ADD",
-                            portmap_config(prev, [{"hostPort": 17070, "containerPort": 70}]), netns, "tpmf0")
+                            portmap_config(prev, [{"hostPort": 17070, "containerPort": 70}], backend), netns, "tpmf0")
             assert r.rc == 0, r.stdout + r.stderr
         else:
             in_host(host, "sysctl", "-qw", "net.ipv4.conf.tpmbr20.route_localnet=0")
         netns, prev = prevs["tpmf1"]
-        return Stage(host, netns, portmap_config(prev, MAPPINGS))
+        return Stage(host, netns, portmap_config(prev, MAPPINGS, backend))
 
     yield make
     remove_lock_files(["tpmbr20"])
@@ -168,10 +177,14 @@ def error_of(stdout: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["fresh", "shared"])
-def test_fail_every_step_in_process(stage: Callable[[str, bool], Stage], tmp_path: Path, shared: bool) -> None:
+def test_fail_every_step_in_process(stage: Callable[[str, bool], Stage], tmp_path: Path, shared: bool,
+                                    backend: str) -> None:
     st = stage("s", shared)
     steps = dry_run_steps(st)
-    assert len(steps) >= (8 if shared else 20), [s.line for s in steps]
+    if backend == "iptables":
+        assert len(steps) >= (8 if shared else 20), [s.line for s in steps]
+    else:  # the sysctl (when route_localnet is off), then one atomic nft transaction
+        assert [s.argv[0] for s in steps] == ["nft"] if shared else ["sysctl", "nft"], [s.line for s in steps]
     problems: list[str] = []
     for k in range(1, len(steps) + 1):
         before = st.snap()
@@ -193,20 +206,21 @@ def test_fail_every_step_in_process(stage: Callable[[str, bool], Stage], tmp_pat
     assert rep["rc"] == 0, rep["stdout"]
     assert len(rep["calls"][0]) == len(steps)
     assert st.run("DEL").rc == 0
-    print(f"\n[portmap faults] per step ({'shared' if shared else 'fresh'}): {len(steps)} steps injected, "
+    print(f"\n[portmap faults] {backend} per step ({'shared' if shared else 'fresh'}): {len(steps)} steps injected, "
           f"{len(problems)} problems")
     assert not problems, problems
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["fresh", "shared"])
-def test_fail_every_invocation(stage: Callable[[str, bool], Stage], tmp_path: Path, shared: bool) -> None:
+def test_fail_every_invocation(stage: Callable[[str, bool], Stage], tmp_path: Path, shared: bool,
+                               backend: str) -> None:
     fake = FakePath(tmp_path / "bin")
     counting = stage("n", shared)
     fake.reset()
     r = counting.run("ADD", path_prefix=str(fake.dir))
     assert r.rc == 0, r.stdout + r.stderr
     total = fake.count
-    assert total >= 2
+    assert total >= (2 if backend == "iptables" or not shared else 1)
     st = stage("i", shared)
     problems: list[str] = []
     for k in range(1, total + 1):
@@ -215,14 +229,16 @@ def test_fail_every_invocation(stage: Callable[[str, bool], Stage], tmp_path: Pa
         r = st.run("ADD", path_prefix=str(fake.dir))
         after = st.snap()
         err = error_of(r.stdout)
-        want = " ".join(shlex.split(fake.read("failed_argv")))
+        raw = fake.read("failed_argv").strip()
+        want = " ".join(shlex.split(raw))
         if r.rc != 1 or err.get("code") != 999:
             problems.append(f"invocation {k}: rc {r.rc} stdout {r.stdout!r}")
-        elif not err.get("msg", "").endswith(f"failed: {want}"):
+        elif not err.get("msg", "").endswith((f"failed: {want}", f"failed: {raw}")):  # nft: one word with quotes
             problems.append(f"invocation {k}: msg {err.get('msg')!r} does not name {want!r}")
         elif f"tcr-fault: injected failure of invocation {k}" not in err.get("details", ""):
             problems.append(f"invocation {k}: details {err.get('details')!r} lack the stderr")
         problems += [f"invocation {k} ({fake.read('failed_argv').strip()}): leak {d}" for d in diff(before, after)]
-    print(f"\n[portmap faults] per invocation ({'shared' if shared else 'fresh'}): {total} invocations injected, "
+    print(f"\n[portmap faults] {backend} per invocation ({'shared' if shared else 'fresh'}): {total} invocations "
+          f"injected, "
           f"{len(problems)} problems")
     assert not problems, problems
