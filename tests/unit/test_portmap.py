@@ -165,3 +165,21 @@ def test_conditions_are_matches_only(conditions: Any) -> None:
     with pytest.raises(CNIError) as err:
         portmap.parse_config(make_req({"conditionsV4": conditions}))
     assert err.value.code == ERR_INVALID_CONFIG and "conditionsV4" in err.value.msg
+
+
+@pytest.mark.parametrize(("installed", "backend"), [({"iptables", "nft"}, "iptables"), ({"nft"}, "nftables"),
+                                                    ({"iptables"}, "iptables"), (set(), "iptables")])
+def test_backend_is_nftables_only_without_iptables(monkeypatch: pytest.MonkeyPatch, installed: set[str],
+                                                   backend: str) -> None:
+    monkeypatch.setattr(portmap, "_installed", lambda tool: tool in installed)
+    assert portmap.parse_config(make_req()).backend == backend
+    assert portmap.parse_config(make_req({"backend": "iptables"})).backend == "iptables"
+
+
+def test_nft_mapping_reads_the_reference_rule_json() -> None:
+    rule = {"chain": "hostip_hostports", "comment": "c1", "expr": [
+        {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "10.0.0.1"}},
+        {"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "dport"}}, "right": 53}},
+        {"dnat": {"addr": "10.231.0.2", "port": 53}}]}
+    assert portmap.nft_mapping(rule) == ("udp", 53, "10.0.0.1")
+    assert portmap.nft_mapping({"expr": [{"masquerade": None}]}) is None
