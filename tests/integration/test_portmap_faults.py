@@ -13,7 +13,7 @@ and only this container's steps run. Two ways to fail step k:
   invocation (an `iptables-restore` carries several steps).
 
 State compared: tcr_netstate.snapshot (links, addresses, routes, iptables-save, ip6tables-save, forwarding)
-plus the bridge's route_localnet and `nft list ruleset`. Both backends (iptables, nftables) are run.
+plus the bridge's route_localnet and the nft tables ip/ip6 cni_hostport. Both backends (iptables, nftables) are run.
 Names: `tpm` prefix, 10.231.20.0/24, fd10:231:20::/64.
 """
 
@@ -94,8 +94,10 @@ class Stage:
     def snap(self) -> dict[str, Any]:
         state = snapshot(self.host, [self.netns])
         state["route_localnet"] = in_host(self.host, "cat", "/proc/sys/net/ipv4/conf/tpmbr20/route_localnet").strip()
-        # iptables-save does not show nft's own tables (the nftables backend's cni_hostport): the whole ruleset.
-        state["nft"] = in_host(self.host, "nft", "list", "ruleset").splitlines()
+        # iptables-save does not show nft's own tables: the nftables backend's (ip, ip6 cni_hostport). Not the
+        # whole ruleset: iptables-nft adds base chains (nat PREROUTING, ...) on first use and never removes them.
+        state["nft"] = in_host(self.host, "bash", "-c", "nft list table ip cni_hostport 2>&1; "
+                               "nft list table ip6 cni_hostport 2>&1; true").splitlines()
         return state
 
     def run(self, command: str, path_prefix: str = "") -> Any:
