@@ -321,6 +321,12 @@ def test_kernel_state_matches_the_reference_and_each_deletes_the_others(site: Ca
     assert r.rc == 0, r.stdout + r.stderr
     assert normalised(ours.nat(), ours) == normalised(ref.nat(), ref)
     assert in_host(ref.host, "cat", "/proc/sys/net/ipv4/conf/tpmbr4/route_localnet").strip() == "1"
+    # A port the reference mapped is taken for ours too (a node that switched keeps its containers' ports).
+    ref.attach("tpmc2")
+    state = ref.nat()
+    r = ref.portmap("ADD", "tpmc2", [{"hostPort": 18053, "containerPort": 53, "protocol": "udp"}])
+    assert r.rc == 1 and "18053/udp" in r.json["msg"] and "tpmc1" in r.json["msg"], r.stdout
+    assert ref.nat() == state
     # Our DEL (no runtimeConfig needed) on the reference's state; the reference's DEL on ours.
     assert ref.portmap("DEL", "tpmc1", []).rc == 0
     assert not [x for x in ref.nat() if "CNI-DN-" in x]
