@@ -33,14 +33,17 @@ POOL = 4  # children waiting in accept() at any time
 LIBC = ctypes.CDLL(None, use_errno=True)
 TEMPLATES = ("bridge/add.sh.j2", "bridge/del.sh.j2", "ptp/add.sh.j2", "ptp/del.sh.j2", "loopback/add.sh.j2",
              "loopback/del.sh.j2", "masq_gc.sh.j2")
+# cniplug-portmap (chained after bridge/ptp): its module and templates, warmed like the others.
+PORTMAP_PRELOAD = ("cniplug.plugins.portmap",)
+PORTMAP_TEMPLATES = ("portmap/add.sh.j2", "portmap/del.sh.j2", "portmap/nft_add.sh.j2")
 
 
 def preload() -> None:
     from cniplug import render
 
-    for name in PRELOAD:
+    for name in PRELOAD + PORTMAP_PRELOAD:
         import_module(name)
-    for template in TEMPLATES:
+    for template in TEMPLATES + PORTMAP_TEMPLATES:
         render.environment().get_template(template)
     try:
         warm_up()
