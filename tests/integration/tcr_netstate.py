@@ -233,7 +233,7 @@ def leftovers(host: str, containers: list[str], data_dir: Path, bridge: str) -> 
 
 # ---------------------------------------------------------------------------------------------- fake PATH
 
-WRAPPED = ("ip", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore", "sysctl", "nsenter")
+WRAPPED = ("ip", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore", "sysctl", "nsenter", "tc")
 WRAPPED += ("nft",)  # cniplug-portmap's nftables backend: `nft -j -a list ...` probes, anything else mutates
 
 WRAPPER = r"""#!/bin/bash
@@ -243,7 +243,7 @@ real={real}
 name={name}
 probe=0
 case "$name" in
-  ip|nsenter) for a in "$@"; do [ "$a" = -j ] && probe=1; done ;;
+  ip|nsenter|tc) for a in "$@"; do [ "$a" = -j ] && probe=1; done ;;
   iptables|ip6tables) for a in "$@"; do case "$a" in -S|-L|--list|--list-rules) probe=1 ;; esac; done ;;
   sysctl) probe=1; for a in "$@"; do case "$a" in -w|*=*) probe=0 ;; esac; done ;;
   nft) for a in "$@"; do [ "$a" = list ] && probe=1; done ;;
@@ -354,7 +354,8 @@ class HelperHost:
 
         self.host = host
         self.bin_dir = bin_dir
-        subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(bin_dir)], check=True,
+        subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(bin_dir), "--no-auto-helper"],
+                       check=True,
                        capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
         self.sleeper = subprocess.Popen([IP, "netns", "exec", host, "sleep", "infinity"])
         nsenter = shutil.which("nsenter", path=SYSTEM_PATH) or "/usr/bin/nsenter"  # absolute: not a fake one
