@@ -343,24 +343,29 @@ def _who(comment: str, chain: str) -> str:
     return f"container {m['id']} (network {m['name']}, chain {chain})" if m else f"chain {chain}"
 
 
-def route_localnet_plan(ip: Any, prev: dict[str, Any]) -> dict[str, Any] | None:
+def route_localnet_plan(ip: Any, prev: dict[str, Any], dry_run: bool = False) -> dict[str, Any] | None:
     """route_localnet=1 on the host interface that routes to the container (the bridge, or ptp's veth), so
     that 127.0.0.1-sourced packets DNATed to the container may leave (cni-notes 3.6 step 6).
 
-    The interface is what `ip route get` says; when it says nothing, the first host interface of prevResult.
-    None when it is already 1 or no interface is found.
+    The interface is what `ip route get` says when that is one of prevResult's host interfaces; else (nothing
+    yet, e.g. in a --dry-run of a whole list before the veth exists, where the lookup finds the default route)
+    the first host interface of prevResult. None when it is already 1 or no interface is found; also when the
+    interface does not exist, except in a --dry-run (the list's earlier plugin has not made it yet: shown as 0).
     """
+    host = [str(i.get("name", "")) for i in prev.get("interfaces") or [] if not i.get("sandbox") and i.get("name")]
     dev = ""
     for route in facts.ip_json(["ip"], "route", "get", str(ip.ip)):
         dev = str(route.get("dev", ""))
         break
-    if not dev:
-        dev = next((str(i.get("name", "")) for i in prev.get("interfaces") or [] if not i.get("sandbox")), "")
+    if dev not in host:
+        dev = host[0] if host else ""
     if not dev:
         return None
     # sysctl reads a dotted name's dots as slashes; an interface name with a dot (a VLAN) needs the slash form.
     key = f"net/ipv4/conf/{dev}/route_localnet" if "." in dev else f"net.ipv4.conf.{dev}.route_localnet"
     old = facts.sysctl(key) if "." not in dev else _proc_sysctl(key)
+    if old is None and dry_run:
+        old = "0"
     if old is None or old == "1":
         return None
     return {"dev": dev, "settings": [(key, 1)], "old": {key: old}}
@@ -458,7 +463,7 @@ def add(req: Request) -> dict[str, Any] | str | None:
             raise CNIError(ERR_INTERNAL, f"host port already mapped for another container: {'; '.join(conflicts)}",
                            f"container {req.container_id} on network {req.name} asked for "
                            f"{', '.join(m.describe() for m in cfg.mappings)}")
-        localnet = route_localnet_plan(ips[4], prev) if cfg.snat and 4 in ips else None
+        localnet = route_localnet_plan(ips[4], prev, req.dry_run) if cfg.snat and 4 in ips else None
         text = common.perform(req, "portmap/add.sh.j2", chain=chain, families=families, localnet=localnet,
                               snat=cfg.snat, external=cfg.external_chain)
     if text is not None:
@@ -551,7 +556,7 @@ def add_nft(req: Request, cfg: Config, prev: dict[str, Any], ips: dict[int, Any]
             raise CNIError(ERR_INTERNAL, f"host port already mapped for another container: {'; '.join(conflicts)}",
                            f"container {req.container_id} on network {req.name} asked for "
                            f"{', '.join(m.describe() for m in cfg.mappings)}")
-        localnet = route_localnet_plan(ips[4], prev) if cfg.snat and 4 in ips and families else None
+        localnet = route_localnet_plan(ips[4], prev, req.dry_run) if cfg.snat and 4 in ips and families else None
         text = common.perform(req, "portmap/nft_add.sh.j2", families=families, localnet=localnet, snat=cfg.snat,
                               cid=req.container_id)
     return prev if text is None else text

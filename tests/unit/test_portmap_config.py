@@ -183,3 +183,18 @@ def test_nft_mapping_reads_the_reference_rule_json() -> None:
         {"dnat": {"addr": "10.231.0.2", "port": 53}}]}
     assert portmap.nft_mapping(rule) == ("udp", 53, "10.0.0.1")
     assert portmap.nft_mapping({"expr": [{"masquerade": None}]}) is None
+
+
+def test_route_localnet_on_the_host_interface_of_prev_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ip route get` finding an interface that is not prevResult's (the default route, when a --dry-run of a
+    list runs before the veth exists) gives way to prevResult's first host interface."""
+    import ipaddress
+
+    monkeypatch.setattr(facts, "ip_json", lambda prefix, *args: [{"dst": "10.231.0.2", "dev": "eth9"}])
+    monkeypatch.setattr(facts, "sysctl", lambda key: "0" if key == "net.ipv4.conf.tpmbr0.route_localnet" else None)
+    plan = portmap.route_localnet_plan(ipaddress.ip_interface("10.231.0.2/24"), PREV)
+    assert plan is not None and plan["dev"] == "tpmbr0" and plan["old"] == {"net.ipv4.conf.tpmbr0.route_localnet": "0"}
+    monkeypatch.setattr(facts, "ip_json", lambda prefix, *args: [{"dst": "10.231.0.2", "dev": "vethx"}])
+    assert portmap.route_localnet_plan(ipaddress.ip_interface("10.231.0.2/24"), PREV) is None  # vethx: no sysctl
+    plan = portmap.route_localnet_plan(ipaddress.ip_interface("10.231.0.2/24"), PREV, dry_run=True)
+    assert plan is not None and plan["settings"] == [("net.ipv4.conf.vethx.route_localnet", 1)]
