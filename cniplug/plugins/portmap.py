@@ -451,7 +451,10 @@ def add(req: Request) -> dict[str, Any] | str | None:
                 continue
             ip = ips[family]
             shared = shared_plan(cfg, family)
-            conflicts += find_conflicts(cfg, family, chain, shared["dnat_lines"])
+            conflicts += [c for c in find_conflicts(cfg, family, chain, shared["dnat_lines"]) if c not in conflicts]
+            if _installed("nft"):  # a node that switched backends: the nft tables' ports count too
+                conflicts += [c for c in nft_conflicts(cfg, family, req.container_id, nft_rules(family))
+                              if c not in conflicts]
             stale = [line for line in shared["dnat_lines"] if line.endswith(f"-j {chain}")]
             families.append({
                 "tool": TOOLS[family], "family": family, "shared": shared,
@@ -516,6 +519,23 @@ def nft_mapping(rule: dict[str, Any]) -> tuple[str, int, str] | None:
     return (protocol, port, host_ip) if protocol and port else None
 
 
+def nft_conflicts(cfg: Config, family: int, container_id: str, rules: list[dict[str, Any]]) -> list[str]:
+    """Host ports of this request that the nft tables (the reference 1.6+ layout) forward to another container:
+    rules of hostports/hostip_hostports whose comment is not this container id. Descriptions, [] if none."""
+    found: list[str] = []
+    for r in rules:
+        have = nft_mapping(r) if r.get("chain") in NFT_CHAINS[:2] else None
+        if have is None or r.get("comment") == container_id:
+            continue
+        for m in cfg.mappings:
+            if overlaps(m, *have):
+                desc = (f"{m.describe()} is forwarded to container {r.get('comment')} (nft table "
+                        f"{NFT_FAMILIES[family]} {NFT_TABLE})")
+                if desc not in found:
+                    found.append(desc)
+    return found
+
+
 def add_nft(req: Request, cfg: Config, prev: dict[str, Any], ips: dict[int, Any]) -> dict[str, Any] | str:
     """ADD with the nftables backend (the reference 1.6+ layout, see templates/portmap/nft_add.sh.j2)."""
     with common.maybe_lock(req, lambda _name: portmap_lock(), "portmap"):
@@ -528,16 +548,11 @@ def add_nft(req: Request, cfg: Config, prev: dict[str, Any], ips: dict[int, Any]
             existing = nft_rules(family)
             stale = [{"chain": r["chain"], "handle": r["handle"]} for r in existing
                      if r.get("comment") == req.container_id and r.get("chain") in NFT_CHAINS]
-            for r in existing:
-                have = nft_mapping(r) if r.get("chain") in NFT_CHAINS[:2] else None
-                if have is None or r.get("comment") == req.container_id:
-                    continue
-                for m in cfg.mappings:
-                    if overlaps(m, *have):
-                        desc = (f"{m.describe()} is forwarded to container {r.get('comment')} (nft table "
-                                f"{NFT_FAMILIES[family]} {NFT_TABLE})")
-                        if desc not in conflicts:
-                            conflicts.append(desc)
+            conflicts += [c for c in nft_conflicts(cfg, family, req.container_id, existing) if c not in conflicts]
+            if _installed("iptables"):  # a node that switched backends: the iptables chains' ports count too
+                dnat_lines = facts.iptables_rules(family, "nat", DNAT_CHAIN)
+                chain = dn_chain(req.name, req.container_id)
+                conflicts += [c for c in find_conflicts(cfg, family, chain, dnat_lines) if c not in conflicts]
             ipx = NFT_FAMILIES[family]
             dnat = []
             for m in cfg.mappings:

@@ -278,6 +278,8 @@ def test_host_port_of_another_container_is_refused(site: Callable[[int], Site]) 
         err = r.json
         assert err["code"] == 999 and "18080/tcp" in err["msg"] and "tpmc1" in err["msg"], err
         assert s.nat() == state, "a refused ADD changed iptables"
+    r = s.portmap("ADD", "tpmc2", [{"hostPort": 18080, "containerPort": 80}], backend="nftables")
+    assert r.rc == 1 and "18080/tcp" in r.json["msg"] and "tpmc1" in r.json["msg"], r.stdout
     # udp on the same port, and tcp on another host address, do not overlap.
     ok = [{"hostPort": 18080, "containerPort": 80, "protocol": "udp"},
           {"hostPort": 18080, "containerPort": 80, "protocol": "tcp", "hostIP": "127.0.0.1"}]
@@ -454,6 +456,10 @@ def test_nftables_backend(site: Callable[[int], Site]) -> None:
     r = s.portmap("ADD", "tpmc2", [{"hostPort": 18080, "containerPort": 80}], backend="nftables")
     assert r.rc == 1 and "18080/tcp" in r.json["msg"] and "tpmc1" in r.json["msg"], r.stdout
     assert not nft_rules_of(s, "tpmc2")
+    # The other backend sees the port taken too (a node that switched backends keeps its containers' ports).
+    r = s.portmap("ADD", "tpmc2", [{"hostPort": 18053, "containerPort": 53, "protocol": "udp"}], backend="iptables")
+    assert r.rc == 1 and "18053/udp" in r.json["msg"] and "tpmc1" in r.json["msg"], r.stdout
+    assert s.nat() == before
     conf = s.portmap_config("tpmc1", [], backend="nftables")
     del conf["prevResult"]
     for _ in range(2):

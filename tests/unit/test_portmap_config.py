@@ -126,6 +126,7 @@ def test_add_refuses_a_taken_port_before_anything_runs(monkeypatch: pytest.Monke
     tables = {"CNI-HOSTPORT-DNAT": ["-N CNI-HOSTPORT-DNAT", *DNAT_LINES], "CNI-DN-other": OTHER_CHAIN}
     monkeypatch.setattr(facts, "iptables_rules", lambda family, table, chain: tables.get(chain, []))
     monkeypatch.setattr(facts, "has_ipv6", lambda: False)
+    monkeypatch.setattr(facts, "nft_json", lambda *args: [])
     monkeypatch.setattr(portmap, "portmap_lock", lambda: _nolock())
     monkeypatch.setattr(common, "RUNNER_FACTORY", _no_runner)
     with pytest.raises(CNIError) as err:
