@@ -25,6 +25,7 @@ PLUGINS = {
     "cniplug-firewall": "cniplug.plugins.firewall",
     "cniplug-tuning": "cniplug.plugins.tuning",
     "cniplug-bandwidth": "cniplug.plugins.bandwidth",
+    "cniplug-portmap": "cniplug.plugins.portmap",
 }
 
 WRAPPER = """#!{python} -IS
