@@ -5,13 +5,15 @@ reconcile and changes nothing (the etcd source then only reads: no lease is take
 `--uninstall` takes back everything the agent keeps and gives the node's pod CIDR back;
 `--cleanup-on-exit` does the same when the agent is stopped with SIGTERM or SIGINT.
 
-Sources: `etcd` (cniplug/node/etcd.py). A source is any object with the model.Source methods; SOURCES
-maps a --source name to the function that makes it from the command line's arguments.
+Sources: `etcd` (cniplug/node/etcd.py) and `kubernetes` (cniplug/node/kubernetes.py). A source is any
+object with the model.Source methods; SOURCES maps a --source name to the function that makes it from
+the command line's arguments.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import signal
@@ -55,7 +57,44 @@ def etcd_source(args: argparse.Namespace) -> EtcdSource:
                       args.lease_ttl, args.etcd_prefix, read_only=args.dry_run)
 
 
-SOURCES: dict[str, Callable[[argparse.Namespace], Any]] = {"etcd": etcd_source}
+def kubernetes_source(args: argparse.Namespace) -> Any:
+    from cniplug.node.kubernetes import KubernetesSource
+
+    return KubernetesSource(args.kubeconfig)
+
+
+SOURCES: dict[str, Callable[[argparse.Namespace], Any]] = {"etcd": etcd_source, "kubernetes": kubernetes_source}
+
+
+def plugins_answer(bin_dir: str) -> bool:
+    """True when the installed cniplug-bridge in `bin_dir` answers VERSION, run in pid 1's mount and
+    network namespaces (nsenter) when this process is not in them, as the runtime will run it (a DaemonSet
+    pod): that call also starts the install's helper on the host (autostart.py), so the first pod is
+    served warm. The agent writes the config list only after this (issue #14 item 5)."""
+    import os
+
+    from cniplug.autostart import same_namespaces_as_init
+
+    exe = os.path.join(bin_dir, "cniplug-bridge")
+    argv = [exe] if same_namespaces_as_init() is not False else ["nsenter", "--target", "1", "--mount", "--net",
+                                                                   "--", exe]
+    import subprocess
+
+    try:
+        done = subprocess.run(argv, input=b"", capture_output=True, timeout=60,
+                              env={"CNI_COMMAND": "VERSION", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        return done.returncode == 0 and "supportedVersions" in json.loads(done.stdout)
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return False
+
+
+def ready(conf_path: str, network: str) -> bool:
+    """`cniplug node --ready` (the DaemonSet's readiness probe): the agent's config list is in place."""
+    try:
+        with open(conf_path) as f:
+            return bool(json.load(f).get("name") == network)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -87,6 +126,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bridge", default="cni0", help="the bridge cniplug-bridge makes on this node")
     p.add_argument("--route-proto", type=int, default=reconcile.ROUTE_PROTO,
                    help=f"protocol number marking the agent's routes (default {reconcile.ROUTE_PROTO})")
+    p.add_argument("--kubeconfig", default="", help="--source kubernetes: a kubeconfig file (default: the pod's "
+                   "service account, else ~/.kube/config)")
+    p.add_argument("--bin-dir", default="", help="write the config list only once the cniplug plugins installed "
+                   "here answer (and their helper runs); default: at once")
+    p.add_argument("--ready", action="store_true", help="exit 0 when this node's config list is in place, else 1")
     p.add_argument("--lang", choices=("en", "zh"), default="en")
     # the demo's own options
     p.add_argument("--nodes", type=int, default=3, help="demo: how many simulated nodes (2-9)")
@@ -150,6 +194,8 @@ def main(args: argparse.Namespace) -> int:
     """`cniplug node [run]`: 0 on a clean stop, 1 when --once/--dry-run failed. Raises ValueError on bad
     options (cli turns it into a usage error)."""
     settings = settings_of(args)
+    if args.ready:
+        return 0 if ready(settings.conf_path, settings.network) else 1
     if not args.address and not args.uninstall:
         args.address = default_address()
     lang = args.lang
@@ -171,11 +217,14 @@ def main(args: argparse.Namespace) -> int:
     ttl = getattr(source, "ttl", 0)
     period = min(args.interval, ttl / 3) if ttl else args.interval
     code = 0
+    serving = not args.bin_dir
     try:
         while not stop.is_set():
             started = time.monotonic()
             try:
-                text, count = reconcile_once(source, settings, args.name, args.address)
+                serving = serving or plugins_answer(args.bin_dir)
+                round_settings = settings if serving else dataclasses.replace(settings, write_conf=False)
+                text, count = reconcile_once(source, round_settings, args.name, args.address)
                 if count:
                     print(say("applied", lang, steps=count, ms=round((time.monotonic() - started) * 1000)), flush=True)
             except (SourceError, CNIError, OSError, ValueError) as err:  # a bad round must not end the agent

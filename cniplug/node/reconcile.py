@@ -50,7 +50,9 @@ class Settings:
     """What the agent was told. cluster_cidr: the pods' IPv4 network (all nodes' pod CIDRs inside it).
     conf_dir/conf_name: where this node's config list goes. network: the list's name. bridge: the
     bridge cniplug-bridge makes. route_proto: the protocol number marking the agent's routes (1-255,
-    not 0-4 which the kernel and iproute2 use themselves). chain: the agent's nat chain. lang: en, zh."""
+    not 0-4 which the kernel and iproute2 use themselves). chain: the agent's nat chain. lang: en, zh.
+    write_conf: whether the config list may be written (the kubelet takes its presence as "network
+    ready", so not before the plugins answer)."""
 
     cluster_cidr: str = "10.244.0.0/16"
     conf_dir: str = "/etc/cni/net.d"
@@ -60,6 +62,7 @@ class Settings:
     route_proto: int = ROUTE_PROTO
     chain: str = CHAIN
     lang: str = "en"
+    write_conf: bool = True  # False until the plugins can serve (agent --bin-dir): no config list yet
 
     @property
     def conf_path(self) -> str:
@@ -272,7 +275,7 @@ def decide(me: NodeInfo, nodes: list[NodeInfo], facts: Facts, settings: Settings
             p.add.append({"dst": dst, "gw": gw})
     p.nat = nat_plan(facts, settings)
     p.forwarding = facts.forwarding != "1"
-    if me.pod_cidrs:
+    if me.pod_cidrs and settings.write_conf:
         body = conflist_text(me, settings)
         if facts.conflist != body:
             p.conf = {"path": settings.conf_path, "body": escape(body),

@@ -5,10 +5,7 @@ control-plane node, a dual-stack worker, and a node just registered, with no pod
 from __future__ import annotations
 
 import copy
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,74 +14,18 @@ import pytest
 
 from cniplug.node.kubernetes import KubernetesError, KubernetesSource
 from cniplug.node.model import NodeInfo
-
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "k8s_nodes.json"
-
-
-class FakeAPI:
-    """What the fixture server serves: the node list, watch events, and a status code to answer with."""
-
-    def __init__(self) -> None:
-        self.nodes: dict[str, Any] = json.loads(FIXTURE.read_text())
-        self.events: list[dict[str, Any]] = []
-        self.fail_with = 0
-        self.requests: list[str] = []
+from tests.k8s_api import FakeAPI, kubeconfig, serve
 
 
 @pytest.fixture
 def api() -> Iterator[tuple[FakeAPI, Any]]:
     """A fixture API server on 127.0.0.1 and a CoreV1Api pointed at it."""
-    fake = FakeAPI()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def send(self, code: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            fake.requests.append(self.path)
-            if fake.fail_with:
-                self.send(fake.fail_with, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                           "message": "nodes is forbidden", "reason": "Forbidden",
-                                           "code": fake.fail_with})
-                return
-            path, _, query = self.path.partition("?")
-            if path == "/api/v1/nodes" and "watch=true" in query:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                for event in fake.events:
-                    self.wfile.write(json.dumps(event).encode() + b"\n")
-                return
-            if path == "/api/v1/nodes":
-                self.send(200, fake.nodes)
-                return
-            name = path.removeprefix("/api/v1/nodes/")
-            for item in fake.nodes["items"]:
-                if item["metadata"]["name"] == name:
-                    self.send(200, item)
-                    return
-            self.send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                            "message": f'nodes "{name}" not found', "reason": "NotFound", "code": 404})
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    config = kubernetes.client.Configuration(host=f"http://127.0.0.1:{server.server_address[1]}")
-    client = kubernetes.client.ApiClient(config)
-    try:
-        yield fake, kubernetes.client.CoreV1Api(client)
-    finally:
-        client.close()
-        server.shutdown()
-        server.server_close()
+    with serve() as (fake, url):
+        client = kubernetes.client.ApiClient(kubernetes.client.Configuration(host=url))
+        try:
+            yield fake, kubernetes.client.CoreV1Api(client)
+        finally:
+            client.close()
 
 
 def test_nodes_from_recorded_objects(api: tuple[FakeAPI, Any]) -> None:
@@ -156,3 +97,13 @@ def test_no_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     with pytest.raises(KubernetesError, match="no Kubernetes API configuration"):
         KubernetesSource()
 
+
+
+def test_kubeconfig_file(tmp_path: Path) -> None:
+    """The way `cniplug node --kubeconfig FILE` reaches an API server."""
+    with serve() as (_fake, url):
+        source = KubernetesSource(str(kubeconfig(tmp_path / "config", url)))
+        try:
+            assert [n.name for n in source.nodes()] == ["cp-1", "worker-1", "worker-2"]
+        finally:
+            source.close()

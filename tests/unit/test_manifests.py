@@ -14,6 +14,7 @@ import yaml
 from cniplug import cli
 
 MANIFEST = Path(__file__).resolve().parents[2] / "contrib" / "kubernetes" / "cniplug.yaml"
+UNINSTALL = MANIFEST.with_name("uninstall.yaml")
 
 
 def docs() -> dict[str, dict[str, Any]]:
@@ -22,10 +23,19 @@ def docs() -> dict[str, dict[str, Any]]:
 
 @pytest.mark.parametrize("version", ["1.29.0", "1.37.0"])
 def test_schema(version: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", "-k", version, str(MANIFEST)],
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", "-k", version, str(MANIFEST),
+                           str(UNINSTALL)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count("passed") == 4, proc.stdout
+    assert proc.stdout.count("passed") == 5, proc.stdout
+
+
+def test_a_wrong_field_fails_validation(tmp_path: Path) -> None:
+    """The check can fail: a misspelt field is rejected by the strict schema."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(MANIFEST.read_text().replace("hostNetwork: true", "hostNetwerk: true"))
+    proc = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", str(bad)], capture_output=True,
+                          text=True)
+    assert proc.returncode != 0 and "hostNetwerk" in proc.stdout + proc.stderr
 
 
 def test_what_a_cni_daemonset_needs() -> None:
@@ -45,7 +55,27 @@ def test_what_a_cni_daemonset_needs() -> None:
     assert d["ClusterRoleBinding"]["subjects"][0]["name"] == pod["serviceAccountName"]
 
 
-def test_install_command_is_one_cniplug_accepts() -> None:
-    install = docs()["DaemonSet"]["spec"]["template"]["spec"]["initContainers"][0]["command"]
-    args = cli.parser().parse_args(install[1:])
-    assert args.cmd == "install" and args.self_contained and args.bin_dir == "/opt/cni/bin"
+def commands() -> list[list[str]]:
+    found = []
+    for path in (MANIFEST, UNINSTALL):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc["kind"] == "DaemonSet":
+                pod = doc["spec"]["template"]["spec"]
+                for c in pod.get("initContainers", []) + pod["containers"]:
+                    found.append(c["command"])
+                    if "readinessProbe" in c:
+                        found.append(c["readinessProbe"]["exec"]["command"])
+    return [[w.replace("$(NODE_NAME)", "worker-1") for w in c] for c in found if "cniplug" in c[0]]
+
+
+def test_every_command_is_one_cniplug_accepts() -> None:
+    """The manifests' command lines parse with cniplug's own parser (no option drifts away)."""
+    seen = set()
+    for command in commands():
+        args = cli.parser().parse_args(command[1:])
+        seen.add(args.cmd)
+        if args.cmd == "install" and not args.uninstall:
+            assert args.self_contained and args.bin_dir == "/opt/cni/bin" and args.runtime_dir == "/opt/cniplug"
+        if args.cmd == "node" and not (args.ready or args.uninstall):
+            assert args.source == "kubernetes" and args.name == "worker-1" and args.bin_dir == "/opt/cni/bin"
+    assert seen == {"install", "node"}
