@@ -199,7 +199,11 @@ def main(args: argparse.Namespace) -> int:
     if not args.address and not args.uninstall:
         args.address = default_address()
     lang = args.lang
-    source = SOURCES[args.source](args)
+    try:
+        source = SOURCES[args.source](args)
+    except SourceError as err:  # no configuration, unreachable store: one line, no traceback
+        print(f"cniplug node: {printable(str(err))}", file=sys.stderr)
+        return 1
     if args.uninstall or args.dry_run:
         try:
             if args.uninstall:

@@ -102,3 +102,11 @@ def test_agent_with_an_unreachable_api_changes_nothing(node: str, tmp_path: Path
     done = agent(kcfg, tmp_path / "net.d", "worker-1", "--once")
     assert done.returncode == 1 and "listing nodes" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "net.d").exists()
+
+
+def test_agent_without_api_configuration_says_so_in_one_line(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "cniplug", "node", "--source", "kubernetes", "--kubeconfig",
+                           str(tmp_path / "none"), "--name", "worker-1", "--once", "--cni-conf-dir",
+                           str(tmp_path / "net.d")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("cniplug node: no Kubernetes API configuration")
