@@ -1,10 +1,13 @@
 """cniplug-bridge: the tutorial's example 2 as a CNI plugin (veth into a Linux bridge, gateway, NAT).
 
-Config keys and defaults follow the reference bridge plugin (cni-notes 3.1).
+Config keys and defaults follow the reference bridge plugin (cni-notes 3.1); the keys the Debian 1.1.1
+reference lacks (ipMasqBackend, vlanTrunk, portIsolation, disableContainerInterface) follow
+containernetworking/plugins v1.9.1 (plugins/main/bridge/bridge.go), read, not copied.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 from collections.abc import Callable, Iterator
@@ -12,14 +15,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from cniplug import facts, ipam, rundir, skel
+from cniplug import facts, ipam, nft, rundir, skel
 from cniplug.plugins import common
 from cniplug.skel import Request, check_ifname
 from cniplug.spec import (
     ERR_INTERNAL,
     ERR_INVALID_CONFIG,
     ERR_NOT_AVAILABLE_LIMITED,
-    ERR_UNSUPPORTED_FIELD,
     CNIError,
 )
 
@@ -41,6 +43,57 @@ class BridgeConfig:
     promisc: bool
     vlan: int
     enable_dad: bool
+    masq_backend: str = "iptables"
+    macspoofchk: bool = False
+    port_isolation: bool = False
+    vlan_trunk: list[int] | None = None  # None: key absent; [] (present, no VLAN) still turns on vlan_filtering
+    disable_container_interface: bool = False
+
+    @property
+    def vlan_gateway(self) -> str:
+        """Name of the gateway interface of `vlan` with isGateway: "<bridge>.<vlan>" (reference), else ""."""
+        return f"{self.bridge}.{self.vlan}" if self.vlan and self.is_gateway else ""
+
+
+def parse_vlan_trunk(value: Any) -> list[int] | None:
+    """config['vlanTrunk'] -> the sorted VLAN ids (None when absent or null).
+
+    Each entry is {"id": N} and/or {"minID": A, "maxID": B} (A <= B), ids 1..4094; both minID and maxID or
+    neither (reference collectVlanTrunk, v1.9.1). CNIError 7 naming the field and value otherwise.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise CNIError(ERR_INVALID_CONFIG, f"field 'vlanTrunk' must be a list, got {value!r}")
+    vids: set[int] = set()
+    for entry in value:
+        if not isinstance(entry, dict):
+            raise CNIError(ERR_INVALID_CONFIG, f"field 'vlanTrunk': entry {entry!r} must be an object")
+        for key in ("id", "minID", "maxID"):
+            v = entry.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 4094):
+                raise CNIError(ERR_INVALID_CONFIG, f"field 'vlanTrunk': {key} must be an integer in 1..4094, got {v!r}")
+        low, high = entry.get("minID"), entry.get("maxID")
+        if (low is None) != (high is None):
+            raise CNIError(ERR_INVALID_CONFIG, f"field 'vlanTrunk': minID and maxID go together, got {entry!r}")
+        if low is not None and high is not None:
+            if high < low:
+                raise CNIError(ERR_INVALID_CONFIG, f"field 'vlanTrunk': minID {low} is greater than maxID {high}")
+            vids.update(range(low, high + 1))
+        if entry.get("id") is not None:
+            vids.add(entry["id"])
+    return sorted(vids)
+
+
+def vid_ranges(vids: list[int]) -> list[tuple[int, int]]:
+    """[2, 3, 4, 7] -> [(2, 4), (7, 7)]: consecutive ids as one `bridge vlan add ... vid A-B`."""
+    out: list[tuple[int, int]] = []
+    for v in vids:
+        if out and out[-1][1] == v - 1:
+            out[-1] = (out[-1][0], v)
+        else:
+            out.append((v, v))
+    return out
 
 
 def parse_config(req: Request) -> BridgeConfig:
@@ -64,15 +117,16 @@ def parse_config(req: Request) -> BridgeConfig:
     )
     if cfg.hairpin and cfg.promisc:
         raise CNIError(ERR_INVALID_CONFIG, "cannot set hairpinMode and promiscMode at the same time")
-    if common.get_bool(c, "macspoofchk"):
-        raise CNIError(ERR_UNSUPPORTED_FIELD, "field 'macspoofchk': true is not supported",
-                       "the reference implements it with nftables; cniplug uses only ip/iptables/sysctl")
-    if cfg.vlan and cfg.is_gateway:
-        raise CNIError(ERR_UNSUPPORTED_FIELD, f"field 'vlan': {cfg.vlan} together with isGateway is not supported",
-                       "use vlan for L2 attachments, or isGateway without vlan")
-    for key in ("vlanTrunk", "disableContainerInterface", "portIsolation"):
-        if c.get(key):
-            raise CNIError(ERR_UNSUPPORTED_FIELD, f"field {key!r}: {c[key]!r} is not supported")
+    cfg.masq_backend = nft.masq_backend(c)
+    cfg.macspoofchk = common.get_bool(c, "macspoofchk")
+    cfg.port_isolation = common.get_bool(c, "portIsolation")
+    cfg.vlan_trunk = parse_vlan_trunk(c.get("vlanTrunk"))
+    cfg.disable_container_interface = common.get_bool(c, "disableContainerInterface")
+    if cfg.disable_container_interface and ipam.ipam_type(req):
+        raise CNIError(ERR_INVALID_CONFIG, "cannot use IPAM when disableContainerInterface is set",
+                       "the container interface stays down without addresses (reference bridge)")
+    if cfg.vlan_gateway:
+        check_ifname(cfg.vlan_gateway, "bridge + '.' + vlan (the VLAN gateway interface)")
     ipam.ipam_type(req)
     return cfg
 
@@ -165,8 +219,13 @@ def remove_stale_locks() -> list[str]:
 def changes_shared_state(context: dict[str, Any]) -> bool:
     """Does this ADD change anything other containers on the bridge depend on?"""
     bridge = context["bridge"]
+    vlan_gw, spoof, nft_masq = context["vlan_gw"], context["spoof"], context["nft_masq"]
     return bool(bridge["create"] or not bridge["up"] or bridge["promisc"] or bridge["accept_ra_set"]
-                or bridge["pin_mac"] or context["forwarding"] or any(not g["present"] for g in context["gateways"]))
+                or bridge["pin_mac"] or context["forwarding"] or any(not g["present"] for g in context["gateways"])
+                or (vlan_gw and (vlan_gw["create"] or not vlan_gw["up"]))
+                # nftables tables and base chains this ADD creates (and would delete on rollback)
+                or (spoof and (spoof["table"] or spoof["base"]))
+                or (nft_masq and (nft_masq["table"] or nft_masq["chain"] or nft_masq["postrouting"])))
 
 
 def gateway_of(ip: dict[str, Any], cfg: BridgeConfig) -> str:
@@ -206,7 +265,18 @@ def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None
     ipv6 = facts.has_ipv6()
     accept_ra_old = facts.sysctl(f"net.ipv6.conf.{cfg.bridge}.accept_ra") if exists else None
     bridge_up = exists and bool(facts.link_flags(cfg.bridge) & facts.IFF_UP)
-    bridge_addrs = facts.addresses(["ip"], cfg.bridge) if exists and cfg.is_gateway else []
+    # With vlan, the gateway addresses go on the VLAN's gateway interface <bridge>.<vlan>, not on the bridge.
+    vlan_gw = None
+    gw_link = cfg.bridge
+    if cfg.vlan_gateway and ips:
+        gw_link = cfg.vlan_gateway
+        gw_exists = facts.link_exists(gw_link)
+        vlan_gw = {"name": gw_link, "create": not gw_exists, "vlan": cfg.vlan, "mtu": cfg.mtu,
+                   # its bridge port: named after the interface (the reference picks a random veth name)
+                   "host": "veth" + hashlib.sha512(gw_link.encode()).hexdigest()[:8],
+                   "up": gw_exists and bool(facts.link_flags(gw_link) & facts.IFF_UP)}
+    gw_link_exists = exists if gw_link == cfg.bridge else not vlan_gw or not vlan_gw["create"]
+    bridge_addrs = facts.addresses(["ip"], gw_link) if gw_link_exists and cfg.is_gateway else []
     families = {ipaddress.ip_interface(ip["address"]).version for ip in ips}
 
     gateways: list[dict[str, Any]] = []
@@ -219,7 +289,8 @@ def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None
             conflicting = [a for a in bridge_addrs if a != cidr and ipaddress.ip_interface(a).version == iface.version
                            and (iface.version == 4 or ipaddress.ip_interface(a).network.overlaps(iface.network))]
             if conflicting and not present and not cfg.force_address:
-                raise CNIError(ERR_INVALID_CONFIG, f"bridge {cfg.bridge!r} already has an IP address different "
+                raise CNIError(ERR_INVALID_CONFIG, f"{'bridge' if gw_link == cfg.bridge else 'interface'} {gw_link!r} "
+                               "already has an IP address different "
                                f"from {cidr}: {', '.join(conflicting)}", "set forceAddress to replace it")
             if any(g["cidr"] == cidr for g in gateways):
                 continue
@@ -238,24 +309,36 @@ def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None
             sysctls += [(f"net.ipv6.conf.{req.ifname}.enhanced_dad", 1), (f"net.ipv6.conf.{req.ifname}.accept_dad", 1)]
         else:
             sysctls.append((f"net.ipv6.conf.{req.ifname}.accept_dad", 0))
+    trunk = cfg.vlan_trunk or []
     context = {
-        "bridge": {"name": cfg.bridge, "create": not exists, "mtu": cfg.mtu, "vlan_filtering": bool(cfg.vlan),
+        "bridge": {"name": cfg.bridge, "create": not exists, "mtu": cfg.mtu,
+                   "vlan_filtering": bool(cfg.vlan) or cfg.vlan_trunk is not None,
                    "mac": common.random_mac() if not exists else "", "promisc": cfg.promisc and not (
                        exists and facts.link_flags(cfg.bridge) & facts.IFF_PROMISC),
                    "accept_ra_set": ipv6 and accept_ra_old != "0", "accept_ra_old": accept_ra_old,
                    "up": bridge_up,
                    # A bridge whose MAC was never set takes its lowest port's: pin it, as the reference does.
-                   "pin_mac": facts.mac_of(cfg.bridge) if exists and cfg.is_gateway
+                   "pin_mac": facts.mac_of(cfg.bridge) if exists and cfg.is_gateway and not vlan_gw
                    and facts.addr_assign_type(cfg.bridge) != 3 else ""},
         "veth": {"host": host_veth, "peer": req.ifname, "netns": req.netns, "mtu": cfg.mtu, "mac": mac,
-                 "hairpin": cfg.hairpin, "vlan": cfg.vlan, "accept_ra": ipv6},
+                 "hairpin": cfg.hairpin, "vlan": cfg.vlan, "accept_ra": ipv6, "isolated": cfg.port_isolation,
+                 # reference setupVeth: the port leaves VLAN 1 when it gets a vlan or trunk VLANs ...
+                 "vlan_del_default": bool(cfg.vlan or trunk), "trunk": vid_ranges(trunk),
+                 # ... and a trunk without vlan keeps VLAN 1 as its untagged (native) VLAN
+                 "native": bool(trunk) and not cfg.vlan},
+        "spoof": nft.spoof_plan(req.container_id, req.ifname, host_veth, mac) if cfg.macspoofchk else None,
         "container": {"ip": facts.ns_ip(req.netns), "exec": facts.ns_exec(req.netns), "sysctls": sysctls,
-                      "addrs": [ip["address"] for ip in ips], "up": True,
+                      "addrs": [ip["address"] for ip in ips], "up": not cfg.disable_container_interface,
+                      "ifname": req.ifname,
                       "broadcast": [ip["address"] for ip in ips if ":" not in ip["address"]],
                       "routes": common.routes_with_gateways(result)},
         "gateways": gateways,
+        "gw_link": gw_link,
+        "vlan_gw": vlan_gw,
         "forwarding": forwarding,
-        "masq": common.masq_plan(req, ips) if cfg.ip_masq and ips else None,
+        "masq": common.masq_plan(req, ips) if cfg.ip_masq and ips and cfg.masq_backend == "iptables" else None,
+        "nft_masq": common.nft_masq_plan(req, ips) if cfg.ip_masq and ips and cfg.masq_backend == "nftables"
+        else None,
         "ipam_note": {"type": ipam.ipam_type(req), "addrs": ", ".join(ip["address"] for ip in ips)} if ips else None,
     }
     return context, result
@@ -285,6 +368,8 @@ def add(req: Request) -> dict[str, Any] | str | None:
     ]
     if cfg.mtu:
         result["interfaces"][2]["mtu"] = cfg.mtu
+    if context["vlan_gw"]:  # reference: the VLAN gateway interface comes last
+        result["interfaces"].append({"name": cfg.vlan_gateway, "mac": facts.mac_of(cfg.vlan_gateway)})
     return result
 
 
@@ -297,6 +382,8 @@ def delete(req: Request) -> str | None:
         req, "bridge/del.sh.j2", best_effort=True, alive=alive, ifname=req.ifname,
         container_ip=facts.ns_ip(req.netns) if alive else [],
         masq=common.masq_teardown(req) if cfg.ip_masq else [],
+        nft_masq=common.nft_masq_teardown(req) if cfg.ip_masq else None,
+        spoof=nft.spoof_teardown(req.container_id, req.ifname) if cfg.macspoofchk else None,
     )
     if text is None:
         ipam.run(req, "DEL")
@@ -305,7 +392,7 @@ def delete(req: Request) -> str | None:
 
 def check(req: Request) -> None:
     cfg = parse_config(req)
-    common.check_veth(req, cfg.ip_masq, bridge=cfg.bridge)
+    common.check_veth(req, cfg.ip_masq, bridge=cfg.bridge, backend=cfg.masq_backend)
 
 
 def gc(req: Request) -> str | None:
@@ -324,7 +411,7 @@ def status(req: Request) -> None:
     """Can ADD be served now? 50 from IPAM (e.g. no address left), or when a tool is missing; 51 when
     the bridge exists but is down: ADD could work, but the containers already on it are cut off."""
     cfg = parse_config(req)
-    common.check_tools(cfg.ip_masq)
+    common.check_tools(cfg.ip_masq, cfg.masq_backend, nft_needed=cfg.macspoofchk)
     if facts.link_exists(cfg.bridge) and not facts.link_flags(cfg.bridge) & facts.IFF_UP:
         raise CNIError(ERR_NOT_AVAILABLE_LIMITED, f"bridge {cfg.bridge!r} is down",
                        "containers attached to it have no connectivity")

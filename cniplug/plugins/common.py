@@ -168,11 +168,13 @@ def masq_teardown(req: Request) -> list[dict[str, Any]]:
     Found from the kernel, not from the container's addresses, so DEL cleans up even when the
     namespace is gone (the reference leaks the chain then).
     """
-    from cniplug import facts
+    from cniplug import facts, nft
 
     chain = chain_name(req.name, req.container_id)
     out = []
     for family, tool in ((4, "iptables"), (6, "ip6tables")):
+        if not nft.installed(tool):  # nothing can have been made with it (the nftables backend, issue #13)
+            continue
         jumps = [shlex.split(line)[2:] for line in facts.iptables_rules(family, "nat", "POSTROUTING")
                  if line.startswith("-A POSTROUTING ") and line.endswith(f"-j {chain}")]
         # A jump means the chain exists; only without one is the chain itself looked up.
@@ -233,12 +235,14 @@ def gc_masq(req: Request) -> str | None:
 
     Our chains carry the comment `name: "<net>" id: "<id>"`, so they can be told apart by network.
     """
-    from cniplug import facts
+    from cniplug import facts, nft
 
     valid = _attachment_ids(req)
     stale: dict[str, dict[str, Any]] = {}
     if valid is not None:
         for family, tool in ((4, "iptables"), (6, "ip6tables")):
+            if not nft.installed(tool):
+                continue
             lines = facts.iptables_rules(family, "nat", "POSTROUTING")
             for line in lines:
                 if not line.startswith("-A POSTROUTING "):
@@ -252,7 +256,42 @@ def gc_masq(req: Request) -> str | None:
                 chain = words[-1]
                 entry = stale.setdefault(f"{tool} {chain}", {"tool": tool, "chain": chain, "jumps": []})
                 entry["jumps"].append(words[2:])
-    return perform(req, "masq_gc.sh.j2", best_effort=True, masq=list(stale.values()), network=req.name)
+    pairs = _attachment_pairs(req)
+    nft_handles = nft.masq_stale(req.name, pairs) if pairs is not None else []
+    return perform(req, "masq_gc.sh.j2", best_effort=True, masq=list(stale.values()), network=req.name,
+                   nft_masq={"family": nft.MASQ_FAMILY, "name": nft.MASQ_TABLE, "chain": nft.MASQ_CHAIN,
+                             "handles": nft_handles})
+
+
+def _attachment_pairs(req: Request) -> set[tuple[str, str]] | None:
+    """(containerID, ifname) of cni.dev/valid-attachments (or cni.dev/attachments); None = key absent.
+    The nftables masquerade rules name the interface too (reference gcIPMasqNFTables); an entry without
+    ifname keeps nothing of its container's nftables rules. Entries are validated by _attachment_ids."""
+    if _attachment_ids(req) is None:
+        return None
+    for key in ("cni.dev/valid-attachments", "cni.dev/attachments"):
+        if key in req.config:
+            return {(e["containerID"], e["ifname"]) for e in req.config[key] or []
+                    if isinstance(e.get("ifname"), str)}
+    return None
+
+
+def nft_masq_teardown(req: Request) -> dict[str, Any] | None:
+    """DEL: this attachment's nftables masquerade rules (their handles), whatever backend the config names
+    now: like the reference, DEL removes what either backend made. None when there are none."""
+    from cniplug import nft
+
+    handles = nft.masq_teardown(req.name, req.ifname, req.container_id)
+    if not handles:
+        return None
+    return {"family": nft.MASQ_FAMILY, "name": nft.MASQ_TABLE, "chain": nft.MASQ_CHAIN, "handles": handles}
+
+
+def nft_masq_plan(req: Request, ips: list[dict[str, Any]]) -> dict[str, Any]:
+    """ADD with ipMasqBackend nftables: context for the nft_masq_add macro (cniplug/nft.py, masq_plan)."""
+    from cniplug import nft
+
+    return nft.masq_plan(req.name, req.ifname, req.container_id, [ip["address"] for ip in ips])
 
 
 def check_attachment(req: Request, prev: dict[str, Any], bridge: str = "") -> None:
@@ -323,15 +362,18 @@ def check_masq(req: Request, prev: dict[str, Any]) -> None:
                 raise CNIError(ERR_INTERNAL, f"NAT rule for {source} -> {plan['chain']} missing in POSTROUTING")
 
 
-def check_tools(ip_masq: bool) -> None:
-    """STATUS: the commands ADD will run must be installed (code 50 otherwise)."""
+def check_tools(ip_masq: bool, backend: str = "iptables", nft_needed: bool = False) -> None:
+    """STATUS: the commands ADD will run must be installed (code 50 otherwise): iptables for ipMasq with the
+    iptables backend, nft for the nftables one or for `nft_needed` (macspoofchk)."""
     from cniplug import runner
 
-    for tool in ["ip", "sysctl", "nsenter"] + (["iptables", "iptables-restore"] if ip_masq else []):
+    masq = (["iptables", "iptables-restore"] if backend == "iptables" else ["nft"]) if ip_masq else []
+    for tool in ["ip", "sysctl", "nsenter"] + masq + (["nft"] if nft_needed else []):
         try:
             runner.which(tool)
         except CNIError:
-            raise CNIError(ERR_NOT_AVAILABLE, f"command {tool!r} not found", "install iproute2/iptables") from None
+            raise CNIError(ERR_NOT_AVAILABLE, f"command {tool!r} not found",
+                           "install iproute2/iptables/nftables") from None
 
 
 def flock_with_timeout(fd: int, timeout: float, busy: str) -> None:
@@ -364,7 +406,17 @@ def forwarding_plan(families: Iterable[int]) -> dict[str, Any] | None:
     return {"settings": [(key, 1) for key in old], "old": old} if old else None
 
 
-def check_veth(req: Request, ip_masq: bool, bridge: str = "") -> None:
+def check_nft_masq(req: Request, prev: dict[str, Any]) -> None:
+    """CHECK with the nftables backend: a masquerade rule of this attachment for each of its addresses."""
+    from cniplug import nft
+
+    missing = nft.masq_present(req.name, req.ifname, req.container_id, [ip["address"] for ip in prev.get("ips", [])])
+    if missing:
+        raise CNIError(ERR_INTERNAL, f"nftables masquerade rule for {', '.join(missing)} missing in "
+                       f"{nft.MASQ_FAMILY} {nft.MASQ_TABLE} {nft.MASQ_CHAIN} (ipMasq)")
+
+
+def check_veth(req: Request, ip_masq: bool, bridge: str = "", backend: str = "iptables") -> None:
     """CHECK for the veth plugins: IPAM first, then the attachment against prevResult, then NAT."""
     from cniplug import facts, ipam
 
@@ -377,7 +429,10 @@ def check_veth(req: Request, ip_masq: bool, bridge: str = "") -> None:
         raise CNIError(ERR_INTERNAL, f"bridge {bridge!r} does not exist or is not a bridge")
     check_attachment(req, prev, bridge=bridge)
     if ip_masq:
-        check_masq(req, prev)
+        if backend == "nftables":
+            check_nft_masq(req, prev)
+        else:
+            check_masq(req, prev)
 
 
 def gc(req: Request) -> str | None:
