@@ -322,6 +322,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "vlan_gw_exists": {"en": "The gateway interface {name} of VLAN {vlan} exists: reuse it",
                        "zh": "VLAN {vlan} 的网关接口 {name} 已存在：直接使用"},
     "vlan_gw_up": {"en": "Bring the gateway interface {name} up", "zh": "启用网关接口 {name}"},
+    "vlan_gw_addr": {"en": "Give the VLAN's gateway interface {name} the gateway address {addr}: the containers of the VLAN send everything else to it",
+                     "zh": "给 VLAN 的网关接口 {name} 配置网关地址 {addr}：该 VLAN 的容器把其余流量都发给它"},
 }
 
 
