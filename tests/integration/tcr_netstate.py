@@ -129,6 +129,8 @@ def snapshot(host: str, containers: list[str], data_dir: Path | None = None, bri
         "iptables-save", "ip6tables-save",
         "cat /proc/sys/net/ipv4/ip_forward", "cat /proc/sys/net/ipv6/conf/all/forwarding",
         f"cat /proc/sys/net/ipv6/conf/{bridge or 'tcr-none'}/accept_ra 2>/dev/null || echo absent",
+        # the nftables tables the plugins make (masquerade backend, macspoofchk); not iptables-nft's own
+        "nft list table inet cni_plugins_masquerade 2>/dev/null; nft list table bridge nat 2>/dev/null; true",
     ]
     for c in containers:
         ip = _ip_prefix(c)
@@ -139,14 +141,14 @@ def snapshot(host: str, containers: list[str], data_dir: Path | None = None, bri
     chunks = out.split(SEP + "\n")
     assert len(chunks) == len(parts), out
     names = ["link", "mac_assign", "addr", "route4", "route6", "iptables", "ip6tables", "ip_forward", "forwarding6",
-             "bridge_accept_ra"]
+             "bridge_accept_ra", "nft"]
     for i, _ in enumerate(containers):
         names += [f"c{i}.link", f"c{i}.addr", f"c{i}.route4", f"c{i}.route6"]
     state: dict[str, Any] = {}
     for name, chunk in zip(names, chunks, strict=True):
         if name.endswith(("link", "addr", "route4", "route6")):
             state[name] = _strip(json.loads(chunk)) if chunk.strip() else []
-        elif name == "mac_assign":
+        elif name in ("mac_assign", "nft"):
             state[name] = chunk.splitlines()
         elif name in ("iptables", "ip6tables"):
             state[name] = [_COUNTERS.sub("[0:0]", line) for line in chunk.splitlines() if not line.startswith("#")]
@@ -220,6 +222,11 @@ def leftovers(host: str, containers: list[str], data_dir: Path, bridge: str) -> 
                          w.lstrip(":").startswith("CNI-")})
         if chains:
             out.append(f"{tool}: {chains}")
+    nft_rules = [line.strip() for line in in_host(host, "bash", "-c", "nft list table inet cni_plugins_masquerade "
+                                                  "2>/dev/null; nft list table bridge nat 2>/dev/null; true").splitlines()
+                 if "masquerade comment" in line or "macspoofchk-" in line or "chain cni-br-iface-" in line]
+    if nft_rules:
+        out.append(f"nft: {nft_rules}")
     held = reservations(data_dir)
     if held:
         out.append(f"reservations {sorted(held)}")
@@ -265,7 +272,7 @@ else
     case "$name" in *-restore) batch=1 ;; esac
     for a in "$@"; do [ "$a" = -batch ] && batch=1; done
     [ $batch = 1 ] && cat > "$d/failed_stdin"
-    printf '%s %s\n' "$name" "$*" > "$d/failed_argv"
+    (printf '%s' "$name"; printf ' %q' "$@"; echo) > "$d/failed_argv"  # %q: words with blanks (nft) stay whole
     if [ "$(cat "$d/mode" 2>/dev/null)" = sleep ]; then
       echo "$$ $PPID" > "$d/sleeping.tmp"; mv "$d/sleeping.tmp" "$d/sleeping"
       exec sleep 120
