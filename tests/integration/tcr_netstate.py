@@ -222,8 +222,9 @@ def leftovers(host: str, containers: list[str], data_dir: Path, bridge: str) -> 
                          w.lstrip(":").startswith("CNI-")})
         if chains:
             out.append(f"{tool}: {chains}")
-    nft_rules = [line.strip() for line in in_host(host, "bash", "-c", "nft list table inet cni_plugins_masquerade "
-                                                  "2>/dev/null; nft list table bridge nat 2>/dev/null; true").splitlines()
+    listing = in_host(host, "bash", "-c", "nft list table inet cni_plugins_masquerade 2>/dev/null; "
+                      "nft list table bridge nat 2>/dev/null; true")
+    nft_rules = [line.strip() for line in listing.splitlines()
                  if "masquerade comment" in line or "macspoofchk-" in line or "chain cni-br-iface-" in line]
     if nft_rules:
         out.append(f"nft: {nft_rules}")
