@@ -219,13 +219,10 @@ def remove_stale_locks() -> list[str]:
 def changes_shared_state(context: dict[str, Any]) -> bool:
     """Does this ADD change anything other containers on the bridge depend on?"""
     bridge = context["bridge"]
-    vlan_gw, spoof, nft_masq = context["vlan_gw"], context["spoof"], context["nft_masq"]
+    vlan_gw = context["vlan_gw"]
     return bool(bridge["create"] or not bridge["up"] or bridge["promisc"] or bridge["accept_ra_set"]
                 or bridge["pin_mac"] or context["forwarding"] or any(not g["present"] for g in context["gateways"])
-                or (vlan_gw and (vlan_gw["create"] or not vlan_gw["up"]))
-                # nftables tables and base chains this ADD creates (and would delete on rollback)
-                or (spoof and (spoof["table"] or spoof["base"]))
-                or (nft_masq and (nft_masq["table"] or nft_masq["chain"] or nft_masq["postrouting"])))
+                or (vlan_gw and (vlan_gw["create"] or not vlan_gw["up"])))
 
 
 def gateway_of(ip: dict[str, Any], cfg: BridgeConfig) -> str:
@@ -355,10 +352,13 @@ def add(req: Request) -> dict[str, Any] | str | None:
     with common.maybe_lock(req, bridge_lock, cfg.bridge) as release, common.ipam_transaction(req) as ipam_result:
         host_veth = common.host_veth_name()
         mac = mac or common.random_mac()
-        context, result = plan_add(req, cfg, ipam_result, host_veth, mac)
-        if not changes_shared_state(context):
-            release()  # only this container's veth, addresses and NAT rules from here on
-        text = common.perform(req, "bridge/add.sh.j2", **context)
+        def release_unless_shared(context: dict[str, Any]) -> None:
+            if not changes_shared_state(context):
+                release()  # only this container's veth, addresses and NAT rules from here on
+
+        text, context, result = common.perform_with_nft(
+            req, "bridge/add.sh.j2", lambda: plan_add(req, cfg, ipam_result, host_veth, mac),
+            before=release_unless_shared)
         if text is not None:
             return text
     result["interfaces"] = [

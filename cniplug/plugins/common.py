@@ -376,8 +376,8 @@ def check_tools(ip_masq: bool, backend: str = "iptables", nft_needed: bool = Fal
                            "install iproute2/iptables/nftables") from None
 
 
-def flock_with_timeout(fd: int, timeout: float, busy: str) -> None:
-    """Blocking exclusive flock; past `timeout` seconds a CNI "try again later" (11) instead."""
+def flock_with_timeout(fd: int, timeout: float, busy: str, shared: bool = False) -> None:
+    """Blocking exclusive (or `shared`) flock; past `timeout` seconds a CNI "try again later" (11) instead."""
     import fcntl
     import signal
 
@@ -387,7 +387,7 @@ def flock_with_timeout(fd: int, timeout: float, busy: str) -> None:
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -444,3 +444,62 @@ def gc(req: Request) -> str | None:
         return text
     ipam.run(req, "GC")
     return None
+
+
+# ---- nftables tables shared by every attachment (issue #13) ----------------------------------------------
+
+NFT_LOCK_TIMEOUT = 120.0
+
+
+def nft_lock_path() -> str:
+    from cniplug import rundir
+
+    return f"{rundir.RUN_DIR}/nft.lock"
+
+
+def creates_nft_tables(context: dict[str, Any]) -> bool:
+    """Does this ADD create an nftables table or base chain (which its rollback would delete, whoever's rules
+    are in it by then)?"""
+    masq, spoof = context.get("nft_masq"), context.get("spoof")
+    return bool((masq and (masq["table"] or masq["chain"] or masq["postrouting"]))
+                or (spoof and (spoof["table"] or spoof["base"])))
+
+
+def perform_with_nft(req: Request, template: str, plan: Callable[[], tuple[dict[str, Any], dict[str, Any]]],
+                     before: Callable[[dict[str, Any]], None] | None = None) -> tuple[str | None, dict[str, Any],
+                                                                                        dict[str, Any]]:
+    """plan() -> (context, result), then perform(template); -> (perform's text, context, result).
+
+    An ADD that uses nftables holds /run/cniplug/nft.lock while it runs: shared, so such ADDs run in
+    parallel, and exclusive (re-planned under it) when it creates a table or base chain. Its rollback deletes
+    what it created; no other ADD can have put rules there meanwhile, nor see those tables half made.
+    `before(context)` runs once the final plan is known (the bridge releases its own lock there).
+    CNIError 999 when the lock cannot be opened, 11 when it stays busy for NFT_LOCK_TIMEOUT seconds.
+    """
+    import fcntl
+
+    from cniplug import rundir
+
+    context, result = plan()
+    if req.dry_run or not (context.get("nft_masq") or context.get("spoof")):
+        if before:
+            before(context)
+        return perform(req, template, **context), context, result
+    try:
+        rundir.ensure()
+        fd = os.open(nft_lock_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        raise CNIError(ERR_INTERNAL, f"cannot open the nftables lock: {err}", "cniplug runs as root") from None
+    try:
+        exclusive = creates_nft_tables(context)
+        flock_with_timeout(fd, NFT_LOCK_TIMEOUT, "the nftables tables are busy", shared=not exclusive)
+        context, result = plan()  # what is there now, under the lock
+        if creates_nft_tables(context) and not exclusive:  # they went away meanwhile: become the creator
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            flock_with_timeout(fd, NFT_LOCK_TIMEOUT, "the nftables tables are busy")
+            context, result = plan()
+        if before:
+            before(context)
+        return perform(req, template, **context), context, result
+    finally:
+        os.close(fd)

@@ -87,8 +87,8 @@ def add(req: Request) -> dict[str, Any] | str | None:
     with common.ipam_transaction(req) as ipam_result:
         host_veth = common.host_veth_name()
         mac = mac or common.random_mac()
-        context, result = plan_add(req, ip_masq, mtu, ipam_result or {}, host_veth, mac)
-        text = common.perform(req, "ptp/add.sh.j2", **context)
+        text, context, result = common.perform_with_nft(
+            req, "ptp/add.sh.j2", lambda: plan_add(req, ip_masq, mtu, ipam_result or {}, host_veth, mac))
         if text is not None:
             return text
     result["interfaces"] = [

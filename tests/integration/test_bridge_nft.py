@@ -407,3 +407,27 @@ def test_disable_container_interface_leaves_it_down(ns: Callable[[str], str], tm
     bad = run_in_host(h, "cniplug-bridge", "ADD", with_ipam, ns("c10b"), "tnfd2")
     assert bad.rc == 1 and json.loads(bad.stdout)["code"] == 7
 
+
+
+# ---------------------------------------------------------------------------------------------- concurrency
+
+
+def test_parallel_first_adds_make_the_tables_once(ns: Callable[[str], str], tmp_path: Path) -> None:
+    """Eight ptp ADDs at once on a host without the masquerade table: one of them creates it (holding the nft
+    lock exclusively), the others add their rules to it; postrouting gets its three rules once, not per ADD."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    h = host(ns, "h11")
+    conf = ptp_conf("10.236.11.0/24")
+    conf["ipam"]["dataDir"] = str(tmp_path / "ipam")
+    containers = [ns(f"c11{i}") for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        runs = list(pool.map(lambda i: run_in_host(h, "cniplug-ptp", "ADD", conf, containers[i], f"tnfp{i}"),
+                             range(8)))
+    for run in runs:
+        ok(run)
+    text = ruleset(h, "inet", nft.MASQ_TABLE)
+    postrouting = chains_of(text)["postrouting"]
+    assert postrouting == ["type nat hook postrouting priority srcnat; policy accept;",
+                           "ip daddr 224.0.0.0/4 return", "ip6 daddr ff00::/8 return", "goto masq_checks"], text
+    assert text.count("masquerade comment") == 8
