@@ -48,6 +48,7 @@ class BridgeConfig:
     port_isolation: bool = False
     vlan_trunk: list[int] | None = None  # None: key absent; [] (present, no VLAN) still turns on vlan_filtering
     disable_container_interface: bool = False
+    preserve_default_vlan: bool = False
 
     @property
     def vlan_gateway(self) -> str:
@@ -122,6 +123,7 @@ def parse_config(req: Request) -> BridgeConfig:
     cfg.port_isolation = common.get_bool(c, "portIsolation")
     cfg.vlan_trunk = parse_vlan_trunk(c.get("vlanTrunk"))
     cfg.disable_container_interface = common.get_bool(c, "disableContainerInterface")
+    cfg.preserve_default_vlan = common.get_bool(c, "preserveDefaultVlan")
     if cfg.disable_container_interface and ipam.ipam_type(req):
         raise CNIError(ERR_INVALID_CONFIG, "cannot use IPAM when disableContainerInterface is set",
                        "the container interface stays down without addresses (reference bridge)")
@@ -269,6 +271,7 @@ def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None
         gw_link = cfg.vlan_gateway
         gw_exists = facts.link_exists(gw_link)
         vlan_gw = {"name": gw_link, "create": not gw_exists, "vlan": cfg.vlan, "mtu": cfg.mtu,
+                   "vlan_del_default": not cfg.preserve_default_vlan,
                    # its bridge port: named after the interface (the reference picks a random veth name)
                    "host": "veth" + hashlib.sha512(gw_link.encode()).hexdigest()[:8],
                    "up": gw_exists and bool(facts.link_flags(gw_link) & facts.IFF_UP)}
@@ -320,7 +323,8 @@ def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None
         "veth": {"host": host_veth, "peer": req.ifname, "netns": req.netns, "mtu": cfg.mtu, "mac": mac,
                  "hairpin": cfg.hairpin, "vlan": cfg.vlan, "accept_ra": ipv6, "isolated": cfg.port_isolation,
                  # reference setupVeth: the port leaves VLAN 1 when it gets a vlan or trunk VLANs ...
-                 "vlan_del_default": bool(cfg.vlan or trunk), "trunk": vid_ranges(trunk),
+                 "vlan_del_default": bool(cfg.vlan or trunk) and not cfg.preserve_default_vlan,
+                 "trunk": vid_ranges(trunk),
                  # ... and a trunk without vlan keeps VLAN 1 as its untagged (native) VLAN
                  "native": bool(trunk) and not cfg.vlan},
         "spoof": nft.spoof_plan(req.container_id, req.ifname, host_veth, mac) if cfg.macspoofchk else None,
