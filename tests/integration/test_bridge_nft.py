@@ -257,8 +257,16 @@ def test_macspoofchk_drops_a_spoofed_mac_like_the_reference(ns: Callable[[str], 
         ok(run_in_host(h, "cniplug-bridge", "DEL", conf, c1, "tnfs1"))
     left = ruleset(h, "bridge", "nat")
     assert "tnfs1" not in left and "cni-br-iface-tnfs2-eth0" in left, left
-    subprocess.run([IP, "netns", "exec", hr, REFERENCE], input=json.dumps(ref_conf).encode(),
-                   env=plugin_env("DEL", cr, "tnfs1"), capture_output=True, timeout=60)
+    # Same names, so each suite's DEL removes what the other made: ours on the reference's ...
+    ours_on_ref = dict(ref_conf, type="cniplug-bridge", ipam=dict(ref_conf["ipam"], type="cniplug-host-local"))
+    ok(run_in_host(hr, "cniplug-bridge", "DEL", ours_on_ref, cr, "tnfs1"))
+    assert "macspoofchk" not in ruleset(hr, "bridge", "nat") and "cni-br-iface" not in ruleset(hr, "bridge", "nat")
+    # ... and the reference's on ours.
+    ref_on_ours = dict(conf, type="bridge", cniVersion="1.0.0", ipam=dict(conf["ipam"], type="host-local"))
+    proc = subprocess.run([IP, "netns", "exec", h, REFERENCE], input=json.dumps(ref_on_ours).encode(),
+                          env=plugin_env("DEL", c2, "tnfs2"), capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "cni-br-iface" not in ruleset(h, "bridge", "nat")
 
 
 # ---------------------------------------------------------------------------------------------- port isolation
