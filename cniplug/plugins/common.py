@@ -476,30 +476,47 @@ def perform_with_nft(req: Request, template: str, plan: Callable[[], tuple[dict[
     `before(context)` runs once the final plan is known (the bridge releases its own lock there).
     CNIError 999 when the lock cannot be opened, 11 when it stays busy for NFT_LOCK_TIMEOUT seconds.
     """
-    import fcntl
-
-    from cniplug import rundir
-
     context, result = plan()
     if req.dry_run or not (context.get("nft_masq") or context.get("spoof")):
         if before:
             before(context)
         return perform(req, template, **context), context, result
+    exclusive = creates_nft_tables(context)
+    fd = nft_lock(shared=not exclusive)
     try:
-        rundir.ensure()
-        fd = os.open(nft_lock_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as err:
-        raise CNIError(ERR_INTERNAL, f"cannot open the nftables lock: {err}", "cniplug runs as root") from None
-    try:
-        exclusive = creates_nft_tables(context)
-        flock_with_timeout(fd, NFT_LOCK_TIMEOUT, "the nftables tables are busy", shared=not exclusive)
         context, result = plan()  # what is there now, under the lock
         if creates_nft_tables(context) and not exclusive:  # they went away meanwhile: become the creator
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            flock_with_timeout(fd, NFT_LOCK_TIMEOUT, "the nftables tables are busy")
+            os.close(fd)
+            fd = nft_lock(shared=False)
             context, result = plan()
         if before:
             before(context)
         return perform(req, template, **context), context, result
     finally:
+        os.close(fd)
+
+
+def nft_lock(shared: bool) -> int:
+    """Open and flock /run/cniplug/nft.lock; -> the fd (closing it releases the lock). Whoever removes the file
+    does so while holding it exclusively, so a lock taken on a file unlinked meanwhile is taken again on the
+    new one (as bridge_lock does). CNIError 999 when it cannot be opened, 11 when busy too long."""
+    from cniplug import rundir
+
+    path = nft_lock_path()
+    while True:
+        try:
+            rundir.ensure()
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as err:
+            raise CNIError(ERR_INTERNAL, f"cannot open the nftables lock: {err}", "cniplug runs as root") from None
+        try:
+            flock_with_timeout(fd, NFT_LOCK_TIMEOUT, "the nftables tables are busy", shared=shared)
+            st, mine = os.stat(path), os.fstat(fd)
+            if (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
+                return fd
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
         os.close(fd)

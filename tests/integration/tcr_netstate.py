@@ -335,6 +335,26 @@ def _q(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
+def remove_nft_lock() -> None:
+    """Unlink /run/cniplug/nft.lock (made by ADDs that use nftables) unless a plugin holds it: taken
+    exclusively, without waiting, as the plugins' lock protocol asks (common.nft_lock)."""
+    import fcntl
+
+    from cniplug.plugins.common import nft_lock_path
+
+    try:
+        fd = os.open(nft_lock_path(), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.unlink(nft_lock_path())
+    except OSError:
+        pass  # held by a running plugin, or already gone
+    finally:
+        os.close(fd)
+
+
 def remove_lock_files(bridges: list[str]) -> None:
     for b in bridges:
         Path(lock_path(b)).unlink(missing_ok=True)

@@ -23,6 +23,7 @@ from tcr_netstate import (
     in_host,
     plugin_env,
     remove_lock_files,
+    remove_nft_lock,
     reservations,
     run_in_host,
     setup_host,
@@ -50,6 +51,13 @@ def bridges() -> Iterator[list[str]]:
     names: list[str] = []
     yield names
     remove_lock_files(names)
+
+
+@pytest.fixture(autouse=True)
+def nft_lock_file() -> Iterator[None]:
+    """The plugins' /run/cniplug/nft.lock: removed afterwards, unless a plugin holds it."""
+    yield
+    remove_nft_lock()
 
 
 def host(ns: Callable[[str], str], tag: str, outside: bool = False) -> str:

@@ -46,6 +46,7 @@ from tcr_netstate import (
     leftovers,
     plugin_env,
     remove_lock_files,
+    remove_nft_lock,
     run_in_host,
     setup_host,
     snapshot,
@@ -238,6 +239,7 @@ def stage(make_netns: Callable[[str], str], tmp_path: Path, via: str) -> Iterato
             print(f"\n[faults] helper in {h.host} served {h.served} calls")
             h.close()
         remove_lock_files(bridges)
+        remove_nft_lock()
 
 
 def count_steps(st: Stage) -> list[script.Step]:
