@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Set up a machine for cniplug: system tools (iproute2, iptables, nftables, the reference CNI plugins to compare
-# against; jq for the bash plugin in docs/examples) and a virtualenv in .venv with cniplug and its test tools. Idempotent; needs root for apt.
+# against; jq for the bash plugin in docs/examples; binutils for PyInstaller, which builds the self-contained runtime) and a virtualenv in .venv with cniplug and its test tools. Idempotent; needs root for apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for pkg in iproute2 iptables nftables containernetworking-plugins iputils-ping procps util-linux jq; do
+for pkg in iproute2 iptables nftables containernetworking-plugins iputils-ping procps util-linux jq binutils; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -356,6 +356,7 @@ def add(req: Request) -> dict[str, Any] | str | None:
     with common.maybe_lock(req, bridge_lock, cfg.bridge) as release, common.ipam_transaction(req) as ipam_result:
         host_veth = common.host_veth_name()
         mac = mac or common.random_mac()
+
         def release_unless_shared(context: dict[str, Any]) -> None:
             if not changes_shared_state(context):
                 release()  # only this container's veth, addresses and NAT rules from here on
@@ -364,17 +365,38 @@ def add(req: Request) -> dict[str, Any] | str | None:
             req, "bridge/add.sh.j2", lambda: plan_add(req, cfg, ipam_result, host_veth, mac),
             before=release_unless_shared)
         if text is not None:
+            # The result as far as it is known unprinted: the bridge's MAC when it exists or is made with a
+            # fixed one; the host veth's MAC is the kernel's choice, so it is left out.
+            bridge_mac = context["bridge"]["mac"] or (facts.mac_of(cfg.bridge) if not context["bridge"]["create"]
+                                                      else "")
+            req.dry_result = {**result, "interfaces": interfaces(req, cfg, host_veth, mac, bridge_mac, "",
+                                                                 bool(context["vlan_gw"]))}
             return text
-    result["interfaces"] = [
-        {"name": cfg.bridge, "mac": facts.mac_of(cfg.bridge)},
-        {"name": host_veth, "mac": facts.mac_of(host_veth)},
+    result["interfaces"] = interfaces(req, cfg, host_veth, mac, facts.mac_of(cfg.bridge), facts.mac_of(host_veth),
+                                      bool(context["vlan_gw"]))
+    return result
+
+
+def interfaces(req: Request, cfg: BridgeConfig, host_veth: str, mac: str, bridge_mac: str,
+               veth_mac: str, vlan_gw: bool = False) -> list[dict[str, Any]]:
+    """The result's interfaces: bridge, host veth, container end (index 2, with the mtu when set), and with
+    `vlan_gw` the VLAN's gateway interface last (reference); a MAC that is "" (unknown in a --dry-run) is
+    left out."""
+    out: list[dict[str, Any]] = [
+        {"name": cfg.bridge, "mac": bridge_mac},
+        {"name": host_veth, "mac": veth_mac},
         {"name": req.ifname, "mac": mac, "sandbox": req.netns},
     ]
+    for entry in out:
+        if not entry["mac"]:
+            del entry["mac"]
     if cfg.mtu:
-        result["interfaces"][2]["mtu"] = cfg.mtu
-    if context["vlan_gw"]:  # reference: the VLAN gateway interface comes last
-        result["interfaces"].append({"name": cfg.vlan_gateway, "mac": facts.mac_of(cfg.vlan_gateway)})
-    return result
+        out[2]["mtu"] = cfg.mtu
+    if vlan_gw:
+        out.append({"name": cfg.vlan_gateway, "mac": facts.mac_of(cfg.vlan_gateway)})
+        if not out[-1]["mac"]:  # a --dry-run before it exists
+            del out[-1]["mac"]
+    return out
 
 
 def delete(req: Request) -> str | None:

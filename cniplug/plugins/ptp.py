@@ -90,6 +90,11 @@ def add(req: Request) -> dict[str, Any] | str | None:
         text, context, result = common.perform_with_nft(
             req, "ptp/add.sh.j2", lambda: plan_add(req, ip_masq, mtu, ipam_result or {}, host_veth, mac))
         if text is not None:
+            # The result as far as it is known unprinted: the host veth's MAC is the kernel's choice.
+            req.dry_result = {**result, "interfaces": [{"name": host_veth},
+                                                       {"name": req.ifname, "mac": mac, "sandbox": req.netns}]}
+            if mtu:
+                req.dry_result["interfaces"][1]["mtu"] = mtu
             return text
     result["interfaces"] = [
         {"name": host_veth, "mac": facts.mac_of(host_veth)},

@@ -241,7 +241,7 @@ def leftovers(host: str, containers: list[str], data_dir: Path, bridge: str) -> 
 
 # ---------------------------------------------------------------------------------------------- fake PATH
 
-WRAPPED = ("ip", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore", "sysctl", "nsenter", "nft")
+WRAPPED = ("ip", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore", "sysctl", "nsenter", "tc", "nft")
 
 WRAPPER = r"""#!/bin/bash
 # tcr fault wrapper: counts mutating invocations, fails (or sleeps on) the chosen one, else runs the real command.
@@ -250,7 +250,7 @@ real={real}
 name={name}
 probe=0
 case "$name" in
-  ip|nsenter|nft) for a in "$@"; do [ "$a" = -j ] && probe=1; done ;;
+  ip|nsenter|tc|nft) for a in "$@"; do [ "$a" = -j ] && probe=1; done ;;
   iptables|ip6tables) for a in "$@"; do case "$a" in -S|-L|--list|--list-rules) probe=1 ;; esac; done ;;
   sysctl) probe=1; for a in "$@"; do case "$a" in -w|*=*) probe=0 ;; esac; done ;;
 esac
@@ -380,7 +380,8 @@ class HelperHost:
 
         self.host = host
         self.bin_dir = bin_dir
-        subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(bin_dir)], check=True,
+        subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(bin_dir), "--no-auto-helper"],
+                       check=True,
                        capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
         self.sleeper = subprocess.Popen([IP, "netns", "exec", host, "sleep", "infinity"])
         nsenter = shutil.which("nsenter", path=SYSTEM_PATH) or "/usr/bin/nsenter"  # absolute: not a fake one
