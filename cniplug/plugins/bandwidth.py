@@ -36,7 +36,7 @@ from typing import Any
 from cniplug import facts, skel
 from cniplug.plugins import common
 from cniplug.skel import Request
-from cniplug.spec import ERR_INTERNAL, ERR_INVALID_CONFIG, ERR_NOT_AVAILABLE, CNIError
+from cniplug.spec import ERR_INTERNAL, ERR_INVALID_CONFIG, CNIError
 
 KEYS = ("ingressRate", "ingressBurst", "egressRate", "egressBurst")
 IFB_PREFIX = "bwp"
@@ -352,14 +352,8 @@ def gc(req: Request) -> str | None:
 
 def status(req: Request) -> None:
     """STATUS: the commands ADD runs must be installed (50 otherwise)."""
-    from cniplug import runner
-
     parse_config(req)
-    for tool in ("ip", "tc", "nsenter"):
-        try:
-            runner.which(tool)
-        except CNIError:
-            raise CNIError(ERR_NOT_AVAILABLE, f"command {tool!r} not found", "install iproute2") from None
+    common.require_commands(("ip", "tc", "nsenter"), "install iproute2")
 
 
 HANDLERS = {"ADD": add, "DEL": delete, "CHECK": check, "GC": gc, "STATUS": status}

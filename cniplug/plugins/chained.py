@@ -57,17 +57,7 @@ def absolute_dir(config: dict[str, Any], key: str, default: str) -> str:
 
 
 def attachment_ids(req: Request) -> set[tuple[str, str]] | None:
-    """GC: (containerID, ifname) of cni.dev/valid-attachments (or the older cni.dev/attachments);
-    None when the key is absent (then GC removes nothing). CNIError 7 naming the key for a malformed one."""
-    for key in ("cni.dev/valid-attachments", "cni.dev/attachments"):
-        if key in req.config:
-            value = req.config[key] or []
-            if not isinstance(value, list):
-                raise CNIError(ERR_INVALID_CONFIG, f"field {key!r} must be a list, got {value!r}")
-            out = set()
-            for entry in value:
-                if not isinstance(entry, dict) or not isinstance(entry.get("containerID"), str):
-                    raise CNIError(ERR_INVALID_CONFIG, f"field {key!r}: entry {entry!r} has no containerID")
-                out.add((entry["containerID"], str(entry.get("ifname", ""))))
-            return out
-    return None
+    """GC: (containerID, ifname) of the valid attachments; common.attachments."""
+    from cniplug.plugins import common
+
+    return common.attachments(req)

@@ -229,20 +229,28 @@ def ipam_transaction(req: Request) -> Iterator[dict[str, Any] | None]:
         raise
 
 
-def _attachment_ids(req: Request) -> set[str] | None:
-    """Container ids of cni.dev/valid-attachments (or the older cni.dev/attachments); None = key absent."""
+def attachments(req: Request) -> set[tuple[str, str]] | None:
+    """GC: (containerID, ifname) of cni.dev/valid-attachments (or the older cni.dev/attachments), ifname ""
+    when an entry has none; None when the key is absent (then GC removes nothing). CNIError 7 naming the
+    key for a malformed one (spec 1.1.0, GC)."""
     for key in ("cni.dev/valid-attachments", "cni.dev/attachments"):
         if key in req.config:
             value = req.config[key] or []
             if not isinstance(value, list):
                 raise CNIError(ERR_INVALID_CONFIG, f"field {key!r} must be a list, got {value!r}")
-            ids = set()
+            out = set()
             for entry in value:
                 if not isinstance(entry, dict) or not isinstance(entry.get("containerID"), str):
                     raise CNIError(ERR_INVALID_CONFIG, f"field {key!r}: entry {entry!r} has no containerID")
-                ids.add(entry["containerID"])
-            return ids
+                out.add((entry["containerID"], str(entry.get("ifname", ""))))
+            return out
     return None
+
+
+def _attachment_ids(req: Request) -> set[str] | None:
+    """Container ids of the valid attachments (attachments()); None = key absent."""
+    found = attachments(req)
+    return None if found is None else {cid for cid, _ in found}
 
 
 _COMMENT = re.compile(r'^name: "(?P<name>[^"]*)" id: "(?P<id>[^"]*)"$')
@@ -380,18 +388,24 @@ def check_masq(req: Request, prev: dict[str, Any]) -> None:
                 raise CNIError(ERR_INTERNAL, f"NAT rule for {source} -> {plan['chain']} missing in POSTROUTING")
 
 
-def check_tools(ip_masq: bool, backend: str = "iptables", nft_needed: bool = False) -> None:
-    """STATUS: the commands ADD will run must be installed (code 50 otherwise): iptables for ipMasq with the
-    iptables backend, nft for the nftables one or for `nft_needed` (macspoofchk)."""
+def require_commands(tools: Iterable[str], hint: str) -> None:
+    """STATUS: each command in `tools` must be on PATH; CNIError 50 (ERR_NOT_AVAILABLE) naming the first
+    missing one, with `hint` (what to install) as details (spec 1.1.0 STATUS)."""
     from cniplug import runner
 
-    masq = (["iptables", "iptables-restore"] if backend == "iptables" else ["nft"]) if ip_masq else []
-    for tool in ["ip", "sysctl", "nsenter"] + masq + (["nft"] if nft_needed else []):
+    for tool in tools:
         try:
             runner.which(tool)
         except CNIError:
-            raise CNIError(ERR_NOT_AVAILABLE, f"command {tool!r} not found",
-                           "install iproute2/iptables/nftables") from None
+            raise CNIError(ERR_NOT_AVAILABLE, f"command {tool!r} not found", hint) from None
+
+
+def check_tools(ip_masq: bool, backend: str = "iptables", nft_needed: bool = False) -> None:
+    """STATUS: the commands ADD will run must be installed (code 50 otherwise): iptables for ipMasq with the
+    iptables backend, nft for the nftables one or for `nft_needed` (macspoofchk)."""
+    masq = (["iptables", "iptables-restore"] if backend == "iptables" else ["nft"]) if ip_masq else []
+    require_commands(["ip", "sysctl", "nsenter"] + masq + (["nft"] if nft_needed else []),
+                     "install iproute2/iptables/nftables")
 
 
 def flock_with_timeout(fd: int, timeout: float, busy: str, shared: bool = False) -> None:

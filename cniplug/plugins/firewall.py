@@ -33,7 +33,7 @@ from typing import Any
 from cniplug import facts, rundir, skel
 from cniplug.plugins import chained, common
 from cniplug.skel import Request, check_ifname
-from cniplug.spec import ERR_INTERNAL, ERR_INVALID_CONFIG, ERR_NOT_AVAILABLE, ERR_UNSUPPORTED_FIELD, CNIError
+from cniplug.spec import ERR_INTERNAL, ERR_INVALID_CONFIG, ERR_UNSUPPORTED_FIELD, CNIError
 
 FORWARD_CHAIN = "CNI-FORWARD"
 DEFAULT_ADMIN_CHAIN = "CNI-ADMIN"
@@ -344,14 +344,8 @@ def check(req: Request) -> None:
 
 def status(req: Request) -> None:
     """STATUS: iptables and iptables-restore must be installed (50 otherwise)."""
-    from cniplug import runner
-
     parse_config(req)
-    for tool in ("iptables", "iptables-restore", "ip6tables", "ip6tables-restore"):
-        try:
-            runner.which(tool)
-        except CNIError:
-            raise CNIError(ERR_NOT_AVAILABLE, f"command {tool!r} not found", "install iptables") from None
+    common.require_commands(("iptables", "iptables-restore", "ip6tables", "ip6tables-restore"), "install iptables")
 
 
 HANDLERS = {"ADD": add, "DEL": delete, "CHECK": check, "GC": gc, "STATUS": status}

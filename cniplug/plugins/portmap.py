@@ -36,7 +36,7 @@ from typing import Any
 from cniplug import facts, rundir, skel
 from cniplug.plugins import common
 from cniplug.skel import Request
-from cniplug.spec import ERR_INTERNAL, ERR_INVALID_CONFIG, ERR_NOT_AVAILABLE, CNIError
+from cniplug.spec import ERR_INTERNAL, ERR_INVALID_CONFIG, CNIError
 
 DNAT_CHAIN = "CNI-HOSTPORT-DNAT"
 SETMARK_CHAIN = "CNI-HOSTPORT-SETMARK"
@@ -705,15 +705,10 @@ def status(req: Request) -> None:
     """STATUS: the backend's tools must be installed (50 otherwise): iptables and iptables-restore (and the
     ip6tables pair where IPv6 is on), or nft."""
     cfg = parse_config(req)
-    from cniplug import runner
 
     tools: tuple[str, ...] = ("nft",) if cfg.backend == "nftables" else (
         ("iptables", "iptables-restore") + (("ip6tables", "ip6tables-restore") if facts.has_ipv6() else ()))
-    for tool in tools:
-        try:
-            runner.which(tool)
-        except CNIError:
-            raise CNIError(ERR_NOT_AVAILABLE, f"command {tool!r} not found", f"install {tool}") from None
+    common.require_commands(tools, "install iptables" if cfg.backend != "nftables" else "install nftables")
 
 
 HANDLERS = {"ADD": add, "DEL": delete, "CHECK": check, "GC": gc, "STATUS": status}

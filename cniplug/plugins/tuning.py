@@ -26,7 +26,7 @@ from typing import Any
 from cniplug import facts, skel
 from cniplug.plugins import chained, common
 from cniplug.skel import Request
-from cniplug.spec import ERR_INTERNAL, ERR_INVALID_CONFIG, ERR_NOT_AVAILABLE, CNIError
+from cniplug.spec import ERR_INTERNAL, ERR_INVALID_CONFIG, CNIError
 
 DEFAULT_DATA_DIR = "/run/cni/tuning"
 ALLOWLIST = "/etc/cni/tuning/allowlist.conf"
@@ -323,15 +323,8 @@ def gc(req: Request) -> str | None:
 
 def status(req: Request) -> None:
     """STATUS: `ip` and `nsenter` must be installed (50 otherwise)."""
-    from cniplug import runner
-
     parse_config(req)
-    for tool in ("ip", "nsenter", "sysctl"):
-        try:
-            runner.which(tool)
-        except CNIError:
-            raise CNIError(ERR_NOT_AVAILABLE, f"command {tool!r} not found", "install iproute2, util-linux, procps") \
-                from None
+    common.require_commands(("ip", "nsenter", "sysctl"), "install iproute2, util-linux, procps")
 
 
 HANDLERS = {"ADD": add, "DEL": delete, "CHECK": check, "GC": gc, "STATUS": status}
