@@ -37,6 +37,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 REQUIRED = bool(os.environ.get("CNIPLUG_REQUIRE_ROOT_TESTS"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def no_helper_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A helper that a test's install started by itself (autostart.py) is a process this session started:
+    at the end every helper whose executable lives in pytest's temporary directories is ended by its pid.
+    Tests that are not about it install with --no-auto-helper; this catches one that forgot."""
+    yield
+    if not IS_ROOT:
+        return
+    from cniplug import helper
+
+    base = str(tmp_path_factory.getbasetemp().parent)
+    for info in helper.status():
+        watch, pid = str(info.get("watch", "")), info.get("pid")
+        if watch.startswith(base) and isinstance(pid, int) and info.get("alive"):
+            helper.stop(pid, str(info.get("socket")))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """In CI (CNIPLUG_REQUIRE_ROOT_TESTS) a skipped test is a failure: nothing may skip itself there, e.g. for

@@ -41,7 +41,8 @@ def node(make_netns: Callable[..., str], tmp_path: Path) -> Iterator[dict[str, s
     if not (tool.is_file() and os.access(tool, os.X_OK)):
         missing(f"cnitool not found at {tool}: run contrib/build-cnitool.sh first")
     bin_dir = tmp_path / "bin"
-    subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(bin_dir)], check=True,
+    subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(bin_dir), "--no-auto-helper"],
+                   check=True,
                    capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     name = Path(make_netns("tpm-e2enode", prefix="")).name
     out = Path(make_netns("tpm-e2eout", prefix="")).name

@@ -42,7 +42,7 @@ def ipj(*argv: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def bin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("tntbin")
-    subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(path)], check=True,
+    subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(path), "--no-auto-helper"], check=True,
                    capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     return path
 
