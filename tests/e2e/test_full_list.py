@@ -95,7 +95,7 @@ def served_from_outside(n: dict[str, str]) -> str:
                 return p.stdout.strip()
         return p.stderr.strip()
     finally:
-        server.kill()
+        server.terminate()  # timeout passes SIGTERM on to the server (SIGKILL would orphan it)
         server.wait()
 
 

@@ -92,7 +92,7 @@ def test_ptp_portmap_list_add_check_del(node: dict[str, str]) -> None:
             answers[label] = p.stdout.strip()
         assert all(a.startswith("tpm-e2e ") for a in answers.values()), answers
     finally:
-        server.kill()
+        server.terminate()  # timeout passes SIGTERM on to the server (SIGKILL would orphan it)
         server.wait()
     r = cnitool(node, "check")
     assert r.returncode == 0, r.stderr

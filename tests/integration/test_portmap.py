@@ -170,7 +170,7 @@ def site(make_netns: Callable[..., str], tmp_path: Path) -> Iterator[Callable[[i
     yield make
     for s in made:
         for p in s.servers:
-            p.kill()
+            p.terminate()  # timeout passes SIGTERM on to the server (SIGKILL would orphan it)
             p.wait()
     remove_lock_files([f"tpmbr{s.k}" for s in made])
     Path(LOCK_PATH).unlink(missing_ok=True)
