@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Set up a machine for cniplug: system tools (iproute2, iptables, the reference CNI plugins to compare
-# against; jq for the bash plugin in docs/examples) and a virtualenv in .venv with cniplug and its test tools. Idempotent; needs root for apt.
+# against; jq for the bash plugin in docs/examples; podman, containerd, runc and a static busybox for the
+# end-to-end tests with real runtimes in tests/e2e/test_runtimes.py) and a virtualenv in .venv with cniplug
+# and its test tools. Idempotent; needs root for apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for pkg in iproute2 iptables containernetworking-plugins iputils-ping procps util-linux jq; do
+for pkg in iproute2 iptables containernetworking-plugins iputils-ping procps util-linux jq \
+           podman containerd runc busybox-static; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -23,6 +26,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv 2>/dev/null || {
     rm -rf .venv; apt-get update -q; apt-get install -y -q python3-venv; "$PY" -m venv .venv; }
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,e2e]'
 echo "cniplug set up: .venv/bin/cniplug"
 bash contrib/build-cnitool.sh  # libcni reference runtime for tests/e2e (cached in .cache/cnitool)
+bash contrib/fetch-cri-proto.sh  # the CRI gRPC protocol, to drive containerd from tests/e2e (.cache/cri)
