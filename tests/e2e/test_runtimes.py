@@ -301,6 +301,15 @@ def kill_pid(pid: int, needle: str) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def shim_pids(needle: str) -> list[int]:
+    """Pids of containerd shims whose command line contains `needle`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and ours(int(proc.name), "containerd-shim") and ours(int(proc.name), needle):
+            pids.append(int(proc.name))
+    return pids
+
+
 def unmount_under(root: Path) -> None:
     """Unmount everything mounted at or below `root`, deepest first (what a runtime left after a failure)."""
     prefix = str(root).rstrip("/") + "/"
@@ -692,11 +701,18 @@ state = "{self.state_dir}"
                 self.proc.kill()
                 self.proc.wait(timeout=15)
         tasks = self.state_dir / "io.containerd.runtime.v2.task" / "k8s.io"
-        if tasks.is_dir():
-            for bundle in tasks.iterdir():
-                kill_pid(read_pid(bundle / "init.pid"), "")
-                kill_pid(read_pid(bundle / "shim.pid"), "containerd-shim")
-                run(["runc", "--root", str(self.runc_root / "k8s.io"), "delete", "--force", bundle.name], check=False)
+        bundles = list(tasks.iterdir()) if tasks.is_dir() else []
+        for bundle in bundles:
+            kill_pid(read_pid(bundle / "init.pid"), "")
+            run(["runc", "--root", str(self.runc_root / "k8s.io"), "delete", "--force", bundle.name], check=False)
+        if bundles:  # shims outlive a containerd that died; ours name its socket, a path in our private dir
+            for pid in shim_pids(f"-address {self.sock} "):
+                kill_pid(pid, str(self.sock))
+            for bundle in bundles:
+                address = (bundle / "address").read_text().strip() if (bundle / "address").exists() else ""
+                socket_path = Path(address.removeprefix("unix://"))
+                if socket_path.parent == Path("/run/containerd/s"):
+                    socket_path.unlink(missing_ok=True)
         for att in self.attachments:
             att.purge()
         remove_tree(self.root)
