@@ -2,10 +2,10 @@
 (Debian 12's 1.6) run containers on network config lists made of cniplug plugins, publish a port through the
 portmap plugin, and must leave nothing of ours behind once the container (pod) is removed.
 
-Isolation from the machine's own runtimes, nothing under /etc is read or written:
-- podman: CONTAINERS_CONF and CONTAINERS_STORAGE_CONF name files in a private temporary directory (so no
-  system containers.conf or storage.conf is read), which set the CNI network backend, the network config dir,
-  the CNI bin dir, graph root, run root, tmp dir, volume and static dirs, file locks and the events log.
+Isolation from the machine's own runtimes (nothing under /etc is written; their config files there are not read):
+- podman: CONTAINERS_CONF, CONTAINERS_STORAGE_CONF and CONTAINERS_REGISTRIES_CONF name files in a private
+  temporary directory, which set the CNI network backend, the network config dir, the CNI bin dir, graph
+  root, run root, tmp dir, volume and static dirs, file locks and the events log.
 - containerd: its own config, root, state dir, gRPC/ttrpc sockets, opt dir and runc root in a private
   temporary directory; driven over the CRI gRPC API with stubs generated at test time from the CRI
   api.proto that contrib/fetch-cri-proto.sh takes from Debian's containerd source (there is no crictl in
@@ -93,7 +93,18 @@ def missing(what: str) -> None:
 
 def run(argv: list[str], *, env: dict[str, str] | None = None, check: bool = True,
         timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    """Run argv, killed after `timeout` s. Output goes through files, not pipes: a runtime's daemonized
+    child (conmon, a shim) that kept a pipe open would make waiting for its end hang past the timeout."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            rc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                timeout=timeout).returncode
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(f"{shlex.join(argv)} did not finish in {timeout:.0f} s") from exc
+        out.seek(0)
+        err.seek(0)
+        proc = subprocess.CompletedProcess(argv, rc, out.read().decode(errors="replace"),
+                                           err.read().decode(errors="replace"))
     if check and proc.returncode != 0:
         raise AssertionError(f"{shlex.join(argv)} failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
     return proc
@@ -310,6 +321,22 @@ def shim_pids(needle: str) -> list[int]:
     return pids
 
 
+def netns_of(pid: int) -> list[str]:
+    """The /run/netns entries that are the network namespace of process `pid` (same nsfs inode)."""
+    try:
+        inode = os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return []
+    found = []
+    for entry in Path("/run/netns").glob("*") if Path("/run/netns").is_dir() else []:
+        try:
+            if entry.stat().st_ino == inode:
+                found.append(str(entry))
+        except OSError:
+            pass
+    return found
+
+
 def unmount_under(root: Path) -> None:
     """Unmount everything mounted at or below `root`, deepest first (what a runtime left after a failure)."""
     prefix = str(root).rstrip("/") + "/"
@@ -408,6 +435,7 @@ events_logger = "file"
 events_logfile_path = "{self.tmp}/events.log"
 tmp_dir = "{self.tmp}"
 lock_type = "file"
+image_copy_tmp_dir = "{self.tmp}"
 static_dir = "{self.graph}/libpod"
 volume_path = "{self.graph}/volumes"
 [network]
@@ -417,8 +445,12 @@ network_config_dir = "{self.netd}"
 default_network = "te2none"
 """)
         storage.write_text(f'[storage]\ndriver = "vfs"\ngraphroot = "{self.graph}"\nrunroot = "{self.runroot}"\n')
-        self.env = {**os.environ, "CONTAINERS_CONF": str(conf), "CONTAINERS_STORAGE_CONF": str(storage)}
+        registries = root / "registries.conf"  # none: the image is local
+        registries.write_text("unqualified-search-registries = []\n")
+        self.env = {**os.environ, "CONTAINERS_CONF": str(conf), "CONTAINERS_STORAGE_CONF": str(storage),
+                    "CONTAINERS_REGISTRIES_CONF": str(registries)}
         self.attachments: list[Attachment] = []
+        self.networks: list[int] = []
         self.containers: list[str] = []
         self.netns: list[str] = []
 
@@ -428,6 +460,7 @@ default_network = "te2none"
 
     def add_network(self, n: int, *, portmap: bool) -> str:
         net = conflist(n, self.ipam_dir, portmap=portmap)
+        self.networks.append(n)
         (self.netd / f"{net['name']}.conflist").write_text(json.dumps(net, indent=1))
         return str(net["name"])
 
@@ -450,20 +483,32 @@ default_network = "te2none"
         return att
 
     def cleanup(self) -> None:
-        """Remove every container (podman first, then by hand: processes by pid, runc state, netns), then the
-        attachments' host state and the private dir."""
-        if self.containers:
-            self("rm", "-f", "-t", "0", *self.containers, check=False)
-        for cid in self.containers:
-            userdata = self.runroot / "vfs-containers" / cid / "userdata"
+        """Remove every container (podman first, then by hand: netns, processes by pid, runc state), then the
+        attachments' host state and the private dir. All containers in this private root are ours, also those
+        a failed or timed-out `podman run` did not name."""
+        listed = self("ps", "-a", "-q", "--no-trunc", check=False).stdout.split()
+        ids = list(dict.fromkeys(self.containers + listed))
+        if ids:
+            self("rm", "-f", "-t", "0", *ids, check=False)
+        bundles = self.runroot / "vfs-containers"
+        ids += [d.name for d in bundles.iterdir() if d.name not in ids] if bundles.is_dir() else []
+        for cid in ids:
+            userdata = bundles / cid / "userdata"
+            init = read_pid(userdata / "pidfile")
+            if init and ours(init, "/bin/busybox"):
+                self.netns += netns_of(init)
             kill_pid(read_pid(userdata / "conmon.pid"), cid)
-            kill_pid(read_pid(userdata / "pidfile"), "/bin/busybox")
+            kill_pid(init, "/bin/busybox")
             if Path("/run/runc", cid).exists():
                 run(["runc", "--root", "/run/runc", "delete", "--force", cid], check=False)
         for path in self.netns:
             if path and os.path.exists(path):
                 run(["umount", path], check=False)
                 Path(path).unlink(missing_ok=True)
+        for cid in ids:
+            for n in self.networks:
+                if not any(a.container_id == cid and a.n == n for a in self.attachments):
+                    self.attachments.append(Attachment(n, cid, self.ipam_dir))
         for att in self.attachments:
             att.purge()
         remove_tree(self.root)
@@ -598,12 +643,14 @@ state = "{self.state_dir}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = root / "containerd.log"
         self.attachments: list[Attachment] = []
+        self.networks: list[int] = []
         self.pods: list[str] = []
         self.channel: Any = None
         self.runtime: Any = None
 
     def add_network(self, n: int, *, portmap: bool) -> str:
         net = conflist(n, self.ipam_dir, portmap=portmap)
+        self.networks.append(n)
         (self.netd / f"10-{net['name']}.conflist").write_text(json.dumps(net, indent=1))
         return str(net["name"])
 
@@ -682,14 +729,20 @@ state = "{self.state_dir}"
         self.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=TIMEOUT)
 
     def cleanup(self) -> None:
-        """Remove the pods through CRI, end containerd by PID, then whatever is left by hand: shim and
-        container processes (pid files in the task bundles), runc state, mounts, the attachments' host state."""
-        alive = self.proc is not None and self.proc.poll() is None
-        if alive and self.runtime is not None:
-            for pod in self.pods:
+        """Remove the pods through CRI, end containerd by PID, then whatever is left by hand: container and shim
+        processes, runc state, shim sockets, mounts, the attachments' host state. All pods of this private
+        containerd are ours, also those a failed or timed-out RunPodSandbox did not name."""
+        pods = list(self.pods)
+        if self.proc is not None and self.proc.poll() is None and self.runtime is not None:
+            try:
+                listed = self.runtime.ListPodSandbox(self.pb.ListPodSandboxRequest(), timeout=10).items
+                pods += [p.id for p in listed if p.id not in pods]
+            except Exception:  # noqa: BLE001 - cleanup goes on; what stays is removed by hand below
+                pass
+            for pod in pods:
                 try:
                     self.remove_pod(pod)
-                except Exception:  # noqa: BLE001 - cleanup goes on; whatever stays is removed by hand below
+                except Exception:  # noqa: BLE001 - as above
                     pass
         if self.channel is not None:
             self.channel.close()
@@ -713,6 +766,10 @@ state = "{self.state_dir}"
                 socket_path = Path(address.removeprefix("unix://"))
                 if socket_path.parent == Path("/run/containerd/s"):
                     socket_path.unlink(missing_ok=True)
+        for pod in pods + [b.name for b in bundles]:
+            for n in self.networks:
+                if not any(a.container_id == pod and a.n == n for a in self.attachments):
+                    self.attachments.append(Attachment(n, pod, self.ipam_dir))
         for att in self.attachments:
             att.purge()
         remove_tree(self.root)
