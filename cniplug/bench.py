@@ -297,6 +297,7 @@ class Options:
     parallel_rounds: int
     json_path: str | None
     helper: bool = False
+    auto: bool = False  # install as a node gets it: the first call starts the helper the others use
 
 
 def make_networks(bin_dir: Path, data_dir: Path) -> dict[tuple[str, str], Network]:
@@ -348,7 +349,8 @@ class Bench:
 
         top = str(Path(cniplug.__file__ or "").resolve().parent.parent)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [top, os.environ.get("PYTHONPATH")]))}
-        subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(self.bin_dir)], env=env,
+        mode = [] if self.opts.auto else ["--no-auto-helper"]
+        subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(self.bin_dir), *mode], env=env,
                        check=True, capture_output=True, timeout=TIMEOUT)
 
     def new_container(self, net: Network) -> str:
@@ -373,8 +375,53 @@ class Bench:
                "CNI_IFNAME": "eth0", "CNI_PATH": net.cni_path}
         if self.helper_socket:  # the reference ignores them
             env["CNIPLUG_HELPER_SOCKET"] = self.helper_socket
+        if self.helper_socket or self.opts.auto:
             env[STATS_ENV] = "1"
         return env
+
+    def auto_socket(self) -> str:
+        """--auto: the helper socket our installed wrappers name (cli.install)."""
+        text = (self.bin_dir / "cniplug-bridge").read_text()
+        found = re.search(r"'socket': '([^']+)'", text)
+        if not found:
+            raise RuntimeError("the installed wrapper names no helper socket")
+        return found.group(1)
+
+    def first_calls(self) -> list[Row]:
+        """--auto: the very first bridge ADD and DEL after install (no helper yet: it starts one), paired with
+        the reference's; then wait until that helper listens, for the steady-state rows that follow."""
+        cids = {side: self.new_container(self.nets["bridge", side]) for side in SIDES}
+        add = {side: self.add(self.nets["bridge", side], cids[side]) for side in SIDES}
+        sock = self.auto_socket()
+        for _ in range(200):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.05)
+        else:
+            self.fail("no helper was started by the first call")
+        dele = {side: self.delete(cids[side]) for side in SIDES if add[side].ok}
+        rows = [Row("first ADD after install", "ms", [add["o"].wall * 1000], [add["r"].wall * 1000],
+                    Target("ratio", 3.0))]
+        if "o" in dele and "r" in dele:
+            rows.append(Row("first DEL after install", "ms", [dele["o"].wall * 1000], [dele["r"].wall * 1000], None))
+        return rows
+
+    def stop_auto_helper(self) -> None:
+        """End the helper our install's first call started (its pid from its status record), if it runs."""
+        try:
+            info = json.loads(Path(self.auto_socket() + ".json").read_text())
+            pid = int(info["pid"])
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError):
+            return
+        if str(info.get("watch", "")).startswith(str(self.bin_dir)):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                return
+            for _ in range(100):
+                if not Path(f"/proc/{pid}").exists():
+                    break
+                time.sleep(0.05)
 
     def start_helper(self) -> None:
         """--helper: run `cniplug helper` on a private socket; our wrappers hand their calls to it."""
@@ -541,7 +588,7 @@ class Bench:
         self.install()
         if self.opts.helper:
             self.start_helper()
-        rows: list[Row] = []
+        rows: list[Row] = self.first_calls() if self.opts.auto else []
         cpu_rows: list[Row] = []
         rss: dict[str, tuple[list[float], list[float]]] = {}
 
@@ -580,6 +627,8 @@ class Bench:
 
     def cleanup(self) -> list[str]:
         """DEL every container still alive, then remove namespaces, bridges and NAT chains; return leftovers."""
+        if self.opts.auto:
+            self.stop_auto_helper()
         if self.helper_proc is not None:  # our own DELs then run standalone
             self.helper_proc.terminate()
             self.helper_proc.wait(timeout=TIMEOUT)
@@ -661,16 +710,20 @@ def parse_args(argv: list[str] | None) -> Options:
                         help="CI mode: 3 rounds, populations 0 and 5, 5 parallel ADDs (numbers are not meaningful)")
     parser.add_argument("--json", metavar="FILE", help="also write every row and sample as JSON")
     parser.add_argument("--debug", action="store_true", help="on an error, show the Python traceback too")
-    parser.add_argument("--helper", action="store_true",
-                        help="measure ours with a warm `cniplug helper` (what a node with the helper service runs)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--helper", action="store_true",
+                      help="measure ours with a warm `cniplug helper` started by hand (the systemd unit's way)")
+    mode.add_argument("--auto", action="store_true",
+                      help="measure ours installed as by default: the first call (timed) starts the helper the "
+                           "later ones use (default: installed with --no-auto-helper, every call standalone)")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     if args.short:
         return Options(rounds=3, populations=[0, 5], parallel=5, parallel_rounds=1, json_path=args.json,
-                       helper=args.helper)
+                       helper=args.helper, auto=args.auto)
     return Options(rounds=args.rounds, populations=[0, 50, 200], parallel=50, parallel_rounds=3,
-                   json_path=args.json, helper=args.helper)
+                   json_path=args.json, helper=args.helper, auto=args.auto)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -722,13 +775,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cniplug {__version__} bench: {opts.rounds} rounds, bridge populations {pops}, {opts.parallel} parallel "
           f"x{opts.parallel_rounds}; {os.cpu_count()} CPUs, Linux {platform.release()}, Python "
           f"{platform.python_version()}")
-    mode = "with a warm cniplug helper" if opts.helper else "standalone, no helper"
+    mode = ("with a warm cniplug helper started by hand" if opts.helper else
+            "as installed by default: the first call starts a helper" if opts.auto else "standalone, no helper")
     print(f"ours: {bench.bin_dir}/cniplug-<kind> (installed wrappers, {mode}) + cniplug-host-local; reference: "
           f"{REFERENCE_DIR}/<kind> + host-local; cniVersion {CNI_VERSION}\n")
     print(table(rows))
     print("\n" + NOTES)
-    if opts.helper:
-        print("\nWith --helper the call runs in a child of the helper, which reports its CPU (its own and its\n"
+    if opts.helper or opts.auto:
+        print("\nThrough a helper the call runs in a child of the helper, which reports its CPU (its own and its\n"
               "commands') and peak RSS back (cniplug-helper-stats): CPU = client + that child; peak RSS = the larger\n"
               "of the two processes. Not counted: the helper's fork of the child (under 1 ms of CPU).")
     if bench.failures:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import secrets
 import subprocess
 import sys
 from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from cniplug import __version__, fastpath
+from cniplug import __version__, fastpath, rundir
 from cniplug.spec import CNIError
 
 # Plugin type (the `type` in a network config) -> its module: HANDLERS (verb -> function), ABOUT, main().
@@ -30,8 +31,9 @@ WRAPPER = """#!{python} -IS
 import sys
 sys.path[:0] = {paths!r}
 from cniplug.fastpath import main
-main({name!r}, {module!r})
+main({name!r}, {module!r}, {auto!r})
 """
+AUTO_IDLE = 600  # s: how long an auto-started helper waits for a call before it exits
 
 
 def plugin_argv(name: str) -> list[str]:
@@ -75,18 +77,71 @@ def import_paths() -> list[str]:
     return paths
 
 
-def install(bin_dir: str) -> int:
-    """Write one executable per plugin type into bin_dir (made 0755 if missing); 0. OSError if it cannot."""
+def install(bin_dir: str, auto_helper: bool = True, idle: int = AUTO_IDLE) -> int:
+    """Write one executable per plugin type into bin_dir (made 0755 if missing); 0. OSError if it cannot.
+
+    With `auto_helper` the executables of this install share a helper socket of their own,
+    /run/cniplug/helper-3-<install id>.sock, and the first call that finds no helper there starts one
+    that exits after `idle` seconds without a call (fastpath.main, autostart.py). A new install gets a new
+    id, so no call after it reaches a helper still running the code of the one before. Without it, the
+    executables use the shared socket of a helper started by hand (fastpath.SOCKET) and start none.
+    """
     os.makedirs(bin_dir, mode=0o755, exist_ok=True)
     paths = import_paths()
+    auto = None
+    if auto_helper:
+        install_id = f"{__version__}-{secrets.token_hex(4)}"
+        auto = {"socket": f"{rundir.RUN_DIR}/helper-3-{install_id}.sock", "idle": idle, "paths": paths}
     for name, module in PLUGINS.items():
         path = Path(bin_dir) / name
         tmp = path.with_name(f".{name}.tmp{os.getpid()}")
-        tmp.write_text(WRAPPER.format(python=sys.executable, name=name, paths=paths, module=module))
+        tmp.write_text(WRAPPER.format(python=sys.executable, name=name, paths=paths, module=module, auto=auto))
         tmp.chmod(0o755)
         tmp.replace(path)  # atomic: a runtime never execs a half-written file ("text file busy" too)
         print(f"installed {path}")
+    forget_helpers(keep=str(auto["socket"]) if auto else "")
     return 0
+
+
+def forget_helpers(keep: str) -> None:
+    """Remove the lock and log files of auto-started helpers that no longer run (an install before this
+    one), except those of socket `keep`. A running helper holds its lock: its files stay."""
+    import fcntl
+
+    try:
+        names = os.listdir(rundir.RUN_DIR)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith("helper-3-") and name.endswith(".sock.lock")):
+            continue
+        lock = os.path.join(rundir.RUN_DIR, name)
+        if lock == keep + ".lock":
+            continue
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            for stale in (lock, lock[:-len(".lock")] + ".log"):
+                if os.path.exists(stale):
+                    os.unlink(stale)
+        except OSError:
+            pass  # held: that helper still runs
+        finally:
+            os.close(fd)
+
+
+def positive_seconds(text: str) -> int:
+    """argparse type of --helper-idle: a whole number of seconds, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: at least 1 second")
+    return value
 
 
 def ipv4_network(text: str) -> str:
@@ -110,6 +165,10 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("install", parents=[common], help="put executables for every plugin type into a CNI bin dir")
     p.add_argument("--bin-dir", default="/opt/cni/bin")
+    p.add_argument("--no-auto-helper", action="store_true",
+                   help="never start a helper from a plugin call (use one started by hand, else run standalone)")
+    p.add_argument("--helper-idle", type=positive_seconds, default=AUTO_IDLE, metavar="SECONDS",
+                   help=f"an auto-started helper exits after this long without a call (default {AUTO_IDLE})")
     p = sub.add_parser("demo", parents=[common],
                        help="attach a throwaway namespace to a bridge network, show it, clean up")
     p.add_argument("--subnet", default="10.244.250.0/24", type=ipv4_network)
@@ -120,6 +179,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", choices=fastpath.LANGS, default="en")
     p = sub.add_parser("helper", parents=[common], help="run the warm helper the installed plugins hand their calls to")
     p.add_argument("--socket", default=fastpath.SOCKET)
+    p.add_argument("--status", action="store_true", help="show the helpers running here and exit (3: none serves)")
+    p.add_argument("--idle-exit", type=int, default=0, metavar="SECONDS",
+                   help="exit after this long without a call (default 0: never)")
+    p.add_argument("--lock-fd", type=int, default=-1, help=argparse.SUPPRESS)  # autostart.py
+    p.add_argument("--watch", default="", help=argparse.SUPPRESS)  # autostart.py: exit when this file is replaced
     sub.add_parser("bench", help="benchmark against the reference plugins (see cniplug bench --help)", add_help=False)
     p = sub.add_parser("tutorial", parents=[common],
                        help="print (or --run) the tutorial's scripts, rendered from the plugin macros")
@@ -167,7 +231,7 @@ def dispatch(argv: list[str]) -> int:
         return bench.main(argv[1:])
     args = parser().parse_args(argv)
     if args.cmd == "install":
-        return install(args.bin_dir)
+        return install(args.bin_dir, not args.no_auto_helper, args.helper_idle)
     if args.cmd == "demo":
         import cniplug.lab.demo as demo
 
@@ -177,7 +241,11 @@ def dispatch(argv: list[str]) -> int:
     if args.cmd == "helper":
         import cniplug.helper as helper
 
-        return helper.main(args.socket)
+        if args.status:
+            return helper.print_status()
+        if args.idle_exit < 0:
+            raise UsageError(f"--idle-exit {args.idle_exit}: must be 0 (never) or more seconds")
+        return helper.main(args.socket, args.idle_exit, args.lock_fd, args.watch)
     if args.cmd == "show":
         import cniplug.lab.show as show
 

@@ -163,13 +163,24 @@ def write_all(fd: int, data: bytes) -> None:
         data = data[posix.write(fd, data):]
 
 
-def main(plugin: str, module: str) -> None:
+def main(plugin: str, module: str, auto: dict[str, object] | None = None) -> None:
+    """Run one plugin call: through the helper when one listens, else here.
+
+    `auto` (from the executable `cniplug install` wrote): {"socket": path, "idle": seconds, "paths": import
+    path}; the helper socket this install uses, and when a call finds no helper there, one is started
+    (autostart.py) after this call is answered. None (or `cniplug install --no-auto-helper`): the shared
+    SOCKET, never started. CNIPLUG_HELPER_SOCKET overrides the socket and disables the start;
+    CNIPLUG_NO_HELPER=1 runs every call here.
+    """
     environ = posix.environ  # bytes keys and values
-    path = environ.get(b"CNIPLUG_HELPER_SOCKET", SOCKET.encode()).decode(errors="surrogateescape")
+    override = environ.get(b"CNIPLUG_HELPER_SOCKET")
+    default = str(auto["socket"]) if auto else SOCKET
+    path = override.decode(errors="surrogateescape") if override else default
     opts, problem = parse_options(sys.argv[1:])
     # What is answered without stdin (usage, --help, --version) is answered here: stdin is not read.
     local = problem or opts["help"] or opts["version"] or environ.get(b"CNIPLUG_NO_HELPER")
     sock = None if local else helper_socket(path)
+    start = bool(auto and auto.get("idle") and sock is None and not local and not override)
     if sock is not None:
         stdin = sys.stdin.buffer.read(1 << 20 | 1)
         declined = False
@@ -199,4 +210,12 @@ def main(plugin: str, module: str) -> None:
         sys.stdin = io.TextIOWrapper(io.BytesIO(stdin))
     from importlib import import_module
 
-    import_module(module).main()
+    try:
+        import_module(module).main()
+    finally:
+        if start and auto:  # answered (stdout written); now leave a helper for the next calls
+            sys.stdout.flush()
+            from cniplug import autostart
+
+            paths = auto.get("paths")
+            autostart.start(path, int(str(auto["idle"])), paths if isinstance(paths, list) else [], sys.argv[0])

@@ -22,14 +22,16 @@ import socket
 import struct
 import sys
 import tempfile
+import time
 from importlib import import_module
 
-from cniplug import fastpath, rundir
+from cniplug import __version__, fastpath, rundir
 
 # Everything a call imports, so that no child pays for an import (cli pulls in argparse: ~4 ms).
 PRELOAD = ("cniplug.cli", "cniplug.plugins.bridge", "cniplug.plugins.ptp", "cniplug.plugins.loopback",
            "cniplug.plugins.host_local", "cniplug.plugins.static", "cniplug.ipam.delegate")
 POOL = 4  # children waiting in accept() at any time
+DECLINED = 1 << 31  # set in the pid a child reports when it declined its call (pids are < 2**22)
 LIBC = ctypes.CDLL(None, use_errno=True)
 TEMPLATES = ("bridge/add.sh.j2", "bridge/del.sh.j2", "ptp/add.sh.j2", "ptp/del.sh.j2", "loopback/add.sh.j2",
              "loopback/del.sh.j2", "masq_gc.sh.j2")
@@ -109,9 +111,9 @@ def adopt_context(pid: int) -> str:
     return ""
 
 
-def serve_one(conn: socket.socket, pid: int) -> None:
-    """In the forked child: run one plugin call from process `pid` and answer, or decline it when it
-    would not run exactly as in the caller (foreign_context). Never returns."""
+def serve_one(conn: socket.socket, pid: int, reason: str) -> None:
+    """In the forked child: run one plugin call from process `pid` and answer, or decline it with
+    `reason` when it would not run exactly as in the caller (foreign_context). Never returns."""
     from cniplug import cli, skel
 
     code = 1
@@ -120,7 +122,6 @@ def serve_one(conn: socket.socket, pid: int) -> None:
     err = io.StringIO()
     try:
         plugin, argv, env, stdin = fastpath.decode_request(fastpath.read_all(conn))
-        reason = foreign_context(pid) or adopt_context(pid)
         if reason:
             conn.sendall(fastpath.encode_decline(reason))
             os._exit(0)
@@ -160,15 +161,24 @@ def peer_cred(conn: socket.socket) -> tuple[int, int]:
     return int(pid), int(uid)
 
 
-def main(path: str = fastpath.SOCKET) -> int:
+def main(path: str = fastpath.SOCKET, idle_exit: int = 0, lock_fd: int = -1, watch: str = "") -> int:
     """`cniplug helper`: serve on the unix socket `path` until SIGTERM; 0. 1 when not root, 2 for a relative
-    path; OSError when the socket cannot be made (`cniplug` prints it on one line)."""
+    path; OSError when the socket cannot be made (`cniplug` prints it on one line).
+
+    `idle_exit` > 0: exit after that many seconds without a call. `lock_fd` >= 0: an inherited fd holding
+    the flock that makes this the only helper started for `path` (autostart.py); held until exit.
+    `watch`: the executable that started it; exit as soon as that file is replaced (a new install).
+    While it serves, `path`.json says who it is and how busy (status()).
+    """
     if os.geteuid() != 0:
         print("cniplug helper: must run as root", file=sys.stderr)
         return 1
     if not os.path.isabs(path):
         print(f"cniplug helper: --socket must be an absolute path, not {path!r}", file=sys.stderr)
         return 2
+    if lock_fd >= 0:
+        os.set_inheritable(lock_fd, False)  # not into the commands the calls run
+    watched = file_id(watch)
     preload()
     if os.path.dirname(path) == rundir.RUN_DIR:
         rundir.ensure()
@@ -187,29 +197,129 @@ def main(path: str = fastpath.SOCKET) -> int:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     gc.freeze()  # everything loaded so far stays out of collections, so children share those pages untouched
-    print(f"cniplug helper listening on {path} (pid {os.getpid()})", file=sys.stderr, flush=True)
+    started = time.time()
+    info = {"pid": os.getpid(), "socket": path, "started": started, "idle_exit": idle_exit, "watch": watch,
+            "version": __version__, "python": sys.executable, "code": os.path.dirname(os.path.dirname(__file__))}
+    calls, declined, last_call = 0, 0, time.monotonic()
+    write_info(path, {**info, "calls": calls, "last_call": 0.0})
+    print(f"cniplug helper listening on {path} (pid {os.getpid()}, cniplug {__version__}"
+          + (f", exits after {idle_exit} s without a call" if idle_exit else "") + ")", file=sys.stderr, flush=True)
     taken_r, taken_w = os.pipe2(os.O_CLOEXEC)
     idle: set[int] = set()
+    reason = ""
     try:
-        while True:
+        while not reason:
             while len(idle) < POOL:
                 idle.add(spawn(server, taken_r, taken_w))
             if select.select([taken_r], [], [], 1.0)[0]:
                 data = os.read(taken_r, 4096)  # 4-byte pids, each written atomically
-                idle -= {int.from_bytes(data[i:i + 4], "big") for i in range(0, len(data) - 3, 4)}
+                words = [int.from_bytes(data[i:i + 4], "big") for i in range(0, len(data) - 3, 4)]
+                idle -= {w & ~DECLINED for w in words}
+                served = sum(1 for w in words if not w & DECLINED)
+                declined += len(words) - served
+                if served:  # a declined call is no reason to stay
+                    calls += served
+                    last_call = time.monotonic()
+                write_info(path, {**info, "calls": calls, "declined": declined, "last_call": time.time()})
             idle = {pid for pid in idle if alive(pid)}  # one killed while waiting is replaced
+            if idle_exit and time.monotonic() - last_call > idle_exit:
+                reason = f"no call for {idle_exit} s"
+            elif watch and file_id(watch) != watched:
+                reason = f"{watch} was replaced (a new install)"
     finally:
-        for pid in idle:  # children this helper started, still waiting for a call
+        retire(server, path, idle)
+    print(f"cniplug helper (pid {os.getpid()}) exits: {reason}; {calls} calls served", file=sys.stderr, flush=True)
+    return 0
+
+
+def retire(server: socket.socket, path: str, idle: set[int]) -> None:
+    """Stop serving without dropping a caller: unlink the socket (new callers run standalone), let the
+    waiting children take what is already queued, then wake the rest (a shut listening socket fails
+    their accept(), and they exit) and close."""
+    for name in (path, path + ".json"):
+        try:
+            os.unlink(name)
+        except FileNotFoundError:
+            pass
+    for _ in range(20):  # connections made before the unlink are still queued: give them to the children
+        time.sleep(0.05)
+        if not select.select([server], [], [], 0)[0]:
+            break
+    try:
+        server.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    for pid in idle:  # children this helper started, still waiting for a call
+        try:
             os.kill(pid, signal.SIGTERM)
-        server.close()
-        if os.path.exists(path):
-            os.unlink(path)
+        except ProcessLookupError:
+            pass
+    server.close()
+
+
+def file_id(path: str) -> tuple[int, int, float] | None:
+    """(device, inode, mtime) of `path`, None when it is missing or `path` is ""."""
+    try:
+        st = os.stat(path) if path else None
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime) if st else None
+
+
+def write_info(path: str, info: dict[str, object]) -> None:
+    """Replace `path`.json with `info` atomically (read by `cniplug helper --status`)."""
+    tmp = f"{path}.json.tmp"
+    with open(tmp, "w", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW, 0o600)) as f:
+        json.dump(info, f)
+    os.replace(tmp, path + ".json")
+
+
+def status(run_dir: str = rundir.RUN_DIR) -> list[dict[str, object]]:
+    """The helpers serving under `run_dir`: one dict per `helper-*.sock.json` (pid, socket, started and
+    last_call as Unix times, idle_exit in s, calls, version, watch) with "alive" (its pid runs and its
+    socket exists). A record whose helper died without cleaning up shows alive False."""
+    found = []
+    try:
+        names = sorted(os.listdir(run_dir))
+    except FileNotFoundError:
+        return []
+    for name in names:
+        if not (name.startswith("helper-") and name.endswith(".sock.json")):
+            continue
+        try:
+            with open(os.path.join(run_dir, name)) as f:
+                info = json.load(f)
+        except (OSError, ValueError):
+            continue
+        pid = info.get("pid")
+        info["alive"] = isinstance(pid, int) and alive(pid) and os.path.exists(str(info.get("socket")))
+        found.append(info)
+    return found
+
+
+def print_status(run_dir: str = rundir.RUN_DIR) -> int:
+    """`cniplug helper --status`: one paragraph per helper; 0 when at least one serves, else 3 (as
+    `systemctl status` says 'not running')."""
+    helpers = status(run_dir)
+    if not helpers:
+        print(f"no cniplug helper is running (no helper-*.sock.json in {run_dir})")
+        return 3
+    now = time.time()
+    for h in helpers:
+        last = float(str(h.get("last_call") or 0))
+        print(f"{h.get('socket')}: {'serving' if h['alive'] else 'NOT RUNNING (stale record)'}, pid {h.get('pid')}, "
+              f"cniplug {h.get('version')}, up {now - float(str(h.get('started', now))):.0f} s, {h.get('calls')} calls"
+              + (f", last {now - last:.0f} s ago" if last else "")
+              + (f", exits after {h.get('idle_exit')} s idle" if h.get("idle_exit") else ", no idle exit")
+              + (f", serves the install of {h.get('watch')}" if h.get("watch") else ""))
+    return 0 if any(h["alive"] for h in helpers) else 3
 
 
 def spawn(server: socket.socket, taken_r: int, taken_w: int) -> int:
     """Fork a child that waits in accept() for one call, so that a call does not wait for a fork (~2 ms).
 
-    It tells the helper it was taken (its pid on `taken_w`), and the helper forks the next one.
+    It tells the helper it was taken (its pid on `taken_w`, with DECLINED set when it will decline the
+    call), and the helper forks the next one.
     """
     parent = os.getpid()
     pid = os.fork()
@@ -233,9 +343,10 @@ def spawn(server: socket.socket, taken_r: int, taken_w: int) -> int:
             conn.close()
         set_parent_death_signal(0)  # a call that has started finishes, even if the helper goes away
         server.close()
-        os.write(taken_w, os.getpid().to_bytes(4, "big"))
+        reason = foreign_context(peer) or adopt_context(peer)
+        os.write(taken_w, (os.getpid() | (DECLINED if reason else 0)).to_bytes(4, "big"))
         os.close(taken_w)
-        serve_one(conn, peer)
+        serve_one(conn, peer, reason)
     finally:
         os._exit(1)
 

@@ -115,7 +115,8 @@ def cni_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CNI bin dir: `cniplug install`ed executables plus the reference plugins for chains."""
     bin_dir = tmp_path_factory.mktemp("e2e") / "bin"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(bin_dir)], env=env, check=True)
+    run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(bin_dir), "--no-auto-helper"], env=env,
+        check=True)  # standalone: the helper that would start has its own tests (test_autostart.py)
     absent = [p for p in REFERENCE_PLUGINS if not (REFERENCE_DIR / p).is_file()]
     if absent:
         missing(f"reference plugins {absent} not in {REFERENCE_DIR}: apt-get install containernetworking-plugins")

@@ -352,7 +352,8 @@ class HelperHost:
 
         self.host = host
         self.bin_dir = bin_dir
-        subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(bin_dir)], check=True,
+        subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(bin_dir), "--no-auto-helper"],
+                       check=True,
                        capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
         self.sleeper = subprocess.Popen([IP, "netns", "exec", host, "sleep", "infinity"])
         nsenter = shutil.which("nsenter", path=SYSTEM_PATH) or "/usr/bin/nsenter"  # absolute: not a fake one

@@ -21,8 +21,8 @@ pytestmark = pytest.mark.root
 
 @pytest.fixture
 def installed(tmp_path: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(tmp_path / "bin")], check=True,
-                   capture_output=True)
+    subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(tmp_path / "bin"), "--no-auto-helper"],
+                   check=True, capture_output=True)
     return tmp_path / "bin"
 
 

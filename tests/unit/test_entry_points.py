@@ -47,7 +47,7 @@ def config(plugin: str, tmp_path: Path, version: str = "1.0.0") -> bytes:
 @pytest.fixture(scope="module")
 def bin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("bin")
-    subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(path)], check=True,
+    subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(path), "--no-auto-helper"], check=True,
                    capture_output=True, env={**os.environ, "PYTHONPATH": ROOT})
     return path
 
@@ -297,7 +297,7 @@ def ask_helper(data: bytes) -> tuple[int, bytes, bytes]:
     if pid == 0:  # pragma: no cover - the child
         try:
             mine.close()
-            helper.serve_one(theirs, caller)
+            helper.serve_one(theirs, caller, helper.foreign_context(caller) or helper.adopt_context(caller))
         finally:
             os._exit(3)
     theirs.close()
@@ -352,8 +352,8 @@ def public_bin_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="tep-bin-"))
     try:
         path.chmod(0o755)
-        subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(path)], check=True,
-                       capture_output=True, env={**os.environ, "PYTHONPATH": ROOT})
+        subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(path), "--no-auto-helper"],
+                       check=True, capture_output=True, env={**os.environ, "PYTHONPATH": ROOT})
         yield path
     finally:
         shutil.rmtree(path)
