@@ -184,21 +184,72 @@ def docker_archive(ref: str) -> bytes:
 
 # ---- CNI side: bin dir, config lists, what an attachment leaves -----------------------------------------
 
-@pytest.fixture(scope="module")
-def cni_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`cniplug install`ed plugins, PORTMAP_TYPE, and `loopback` (a copy of cniplug-loopback) for containerd."""
+class CniBin:
+    """A CNI bin dir made by `cniplug install --bin-dir`, and how its plugins run under the runtimes:
+    "standalone" (`--no-auto-helper`, and CNIPLUG_NO_HELPER=1 in the runtime's environment, which libcni
+    passes on to every plugin, so no helper another process started serves them) or "auto-helper" (the
+    default install: the first call starts a helper for this install, the calls after it go through it)."""
+
+    def __init__(self, path: Path, mode: str) -> None:
+        self.path, self.mode = path, mode
+        self.env = {"CNIPLUG_NO_HELPER": "1"} if mode == "standalone" else {}
+        self.socket = ""
+        if mode == "auto-helper":
+            text = (path / "cniplug-bridge").read_text()  # the socket the installed executables name
+            start = text.index("'socket': '") + len("'socket': '")
+            self.socket = text[start:text.index("'", start)]
+
+    def helper(self) -> dict[str, Any]:
+        """The auto-started helper's record (pid, calls, watch, ...), {} when none serves this install."""
+        try:
+            record = json.loads(Path(self.socket + ".json").read_text()) if self.socket else {}
+        except (OSError, ValueError):
+            return {}
+        return record if str(record.get("watch", "")).startswith(str(self.path)) else {}
+
+    def assert_served(self) -> None:
+        """In auto-helper mode: a helper for this install runs and has served calls of the runtime."""
+        if self.mode != "auto-helper":
+            return
+        record = self.helper()
+        assert record and int(record.get("calls", 0)) > 0 and ours(int(record["pid"]), "cniplug"), (
+            f"no helper served this install's calls: {record}")
+
+    def end_helper(self) -> None:
+        """End the helper this install started (by its pid, after checking it is that helper), remove its files."""
+        record = self.helper()
+        pid = int(record.get("pid", 0)) if record else 0
+        if pid and ours(pid, "cniplug"):
+            os.kill(pid, signal.SIGTERM)
+            end = time.monotonic() + 10
+            while ours(pid, "cniplug") and time.monotonic() < end:
+                time.sleep(0.1)
+            kill_pid(pid, "cniplug")
+        for suffix in ("", ".json", ".lock", ".log") if self.socket else ():
+            Path(self.socket + suffix).unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module", params=["standalone", "auto-helper"])
+def cni_bin(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CniBin]:
+    """`cniplug install`ed plugins, PORTMAP_TYPE, and `loopback` (a copy of cniplug-loopback) for containerd;
+    once per mode (see CniBin)."""
     if not BUSYBOX.is_file():
         missing(f"{BUSYBOX} not found: apt-get install busybox-static (contrib/setup.sh does)")
     bin_dir = tmp_path_factory.mktemp("te2bin") / "bin"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(bin_dir)], env=env)
+    extra = ["--no-auto-helper"] if request.param == "standalone" else ["--helper-idle", "60"]
+    run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(bin_dir), *extra], env=env)
     if PORTMAP_TYPE == "portmap":
         if not (REFERENCE_DIR / "portmap").is_file():
             missing(f"{REFERENCE_DIR}/portmap not found: apt-get install containernetworking-plugins")
         shutil.copy2(REFERENCE_DIR / "portmap", bin_dir / "portmap")
     assert (bin_dir / PORTMAP_TYPE).is_file(), f"{PORTMAP_TYPE} is not in {bin_dir}"
     shutil.copy2(bin_dir / "cniplug-loopback", bin_dir / "loopback")
-    return bin_dir
+    cni = CniBin(bin_dir, request.param)
+    try:
+        yield cni
+    finally:
+        cni.end_helper()
 
 
 def conflist(n: int, ipam_dir: Path, *, portmap: bool) -> dict[str, Any]:
@@ -419,8 +470,9 @@ def remove_what_runtimes_leave() -> Iterator[None]:
 class Podman:
     """podman with every path of its own in a private dir; remembers its containers for cleanup."""
 
-    def __init__(self, root: Path, bin_dir: Path) -> None:
-        self.root, self.bin_dir = root, bin_dir
+    def __init__(self, root: Path, cni: CniBin) -> None:
+        self.root, self.cni = root, cni
+        bin_dir = cni.path
         self.netd, self.ipam_dir = root / "net.d", root / "ipam"
         self.graph, self.runroot, self.tmp = root / "graph", root / "run", root / "tmp"
         for d in (self.netd, self.ipam_dir, self.graph, self.runroot, self.tmp):
@@ -448,7 +500,7 @@ default_network = "te2none"
         registries = root / "registries.conf"  # none: the image is local
         registries.write_text("unqualified-search-registries = []\n")
         self.env = {**os.environ, "CONTAINERS_CONF": str(conf), "CONTAINERS_STORAGE_CONF": str(storage),
-                    "CONTAINERS_REGISTRIES_CONF": str(registries)}
+                    "CONTAINERS_REGISTRIES_CONF": str(registries), **cni.env}
         self.attachments: list[Attachment] = []
         self.networks: list[int] = []
         self.containers: list[str] = []
@@ -515,7 +567,7 @@ default_network = "te2none"
 
 
 @pytest.fixture
-def podman(cni_bin: Path) -> Iterator[Podman]:
+def podman(cni_bin: CniBin) -> Iterator[Podman]:
     if shutil.which("podman") is None:
         missing("podman not found: apt-get install podman (contrib/setup.sh does)")
     pm = Podman(private_dir("podman"), cni_bin)
@@ -546,6 +598,7 @@ def test_podman_publishes_port_through_portmap(podman: Podman) -> None:
     assert not left, "left behind:\n" + "\n".join(left)
     assert not os.path.exists(podman.netns[-1]), f"podman left its netns {podman.netns[-1]}"
     assert podman("ps", "-a", "-q").stdout.strip() == ""
+    podman.cni.assert_served()
 
 
 def test_podman_without_port_mapping(podman: Podman) -> None:
@@ -566,6 +619,7 @@ def test_podman_without_port_mapping(podman: Podman) -> None:
     left = att.state()
     assert not left, "left behind:\n" + "\n".join(left)
     assert not os.path.exists(netns), f"podman left its netns {netns}"
+    podman.cni.assert_served()
 
 
 # ---- containerd CRI -------------------------------------------------------------------------------------
@@ -606,8 +660,9 @@ class Containerd:
     """containerd with its own config, root, state, sockets and runc root; the CRI plugin's CNI conf_dir and
     bin_dir are ours. Started by the fixture, ended by PID."""
 
-    def __init__(self, root: Path, bin_dir: Path, cri: tuple[ModuleType, ModuleType]) -> None:
-        self.root, self.pb, self.rpc = root, cri[0], cri[1]
+    def __init__(self, root: Path, cni: CniBin, cri: tuple[ModuleType, ModuleType]) -> None:
+        self.root, self.cni, self.pb, self.rpc = root, cni, cri[0], cri[1]
+        bin_dir = cni.path
         self.netd, self.ipam_dir, self.logs = root / "net.d", root / "ipam", root / "logs"
         self.state_dir, self.runc_root = root / "state", root / "runc"
         for d in (self.netd, self.ipam_dir, self.logs):
@@ -659,7 +714,8 @@ state = "{self.state_dir}"
         grpc = importlib.import_module("grpc")
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(["containerd", "--config", str(self.config)], stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                         env={**os.environ, **self.cni.env})
         self.channel = grpc.insecure_channel(f"unix://{self.sock}")
         self.runtime = self.rpc.RuntimeServiceStub(self.channel)
         end = time.monotonic() + 30
@@ -776,7 +832,7 @@ state = "{self.state_dir}"
 
 
 @pytest.fixture
-def containerd(cni_bin: Path, cri: tuple[ModuleType, ModuleType]) -> Iterator[Containerd]:
+def containerd(cni_bin: CniBin, cri: tuple[ModuleType, ModuleType]) -> Iterator[Containerd]:
     for tool in ("containerd", "ctr", "containerd-shim-runc-v2", "runc"):
         if shutil.which(tool) is None:
             missing(f"{tool} not found: apt-get install containerd runc (contrib/setup.sh does)")
@@ -811,8 +867,10 @@ def test_cri_pod_host_port_through_portmap(containerd: Containerd) -> None:
     left = att.state()
     assert not left, "left behind:\n" + "\n".join(left)
     assert not os.path.exists(netns), f"containerd left the pod's netns {netns}"
+    containerd.cni.assert_served()
     pods = containerd.runtime.ListPodSandbox(containerd.pb.ListPodSandboxRequest(), timeout=TIMEOUT).items
     assert list(pods) == []
+    containerd.cni.assert_served()
 
 
 def test_cri_pod_without_port_mapping(containerd: Containerd) -> None:
@@ -832,4 +890,5 @@ def test_cri_pod_without_port_mapping(containerd: Containerd) -> None:
     left = att.state()
     assert not left, "left behind:\n" + "\n".join(left)
     assert not os.path.exists(netns), f"containerd left the pod's netns {netns}"
+    containerd.cni.assert_served()
 
