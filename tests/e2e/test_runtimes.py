@@ -13,6 +13,8 @@ Isolation from the machine's own runtimes (nothing under /etc is written; their 
 - CNI: a private bin dir made by `cniplug install --bin-dir`, plus the portmap plugin (PORTMAP_TYPE below)
   and, for containerd's own loopback network (type "loopback", added by the CRI plugin to every pod), a copy
   of the installed cniplug-loopback named `loopback`. IPAM keeps its reservations in a private dataDir.
+  Every test runs with two installs (CniBin): standalone, and the default one whose first call starts a
+  helper that serves the later calls; that helper is ended by pid afterwards.
 - Images: there is no registry here. The image is built locally: one layer with Debian's static busybox and
   /www/index.html, imported with `podman import` (a rootfs tar) and `ctr images import` (a docker-archive
   tar, also the CRI sandbox image: its default command sleeps).
