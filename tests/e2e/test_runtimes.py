@@ -21,7 +21,7 @@ Isolation from the machine's own runtimes (nothing under /etc is written; their 
 
 What the runtimes themselves leave outside the temporary directory, and is removed here when it was not
 there before: libcni's result cache (/var/lib/cni/results/<network>-<id>-eth0), podman's network namespace
-(/run/netns/cni-<uuid>) and runc state (/run/runc), podman's blob-info cache (/var/lib/containers/cache),
+(/run/netns/netns-<uuid>) and runc state (/run/runc), podman's blob-info cache (/var/lib/containers/cache),
 containerd's shim socket dir (/run/containerd/s, fixed in containerd 1.6), the cgroups both create
 (libpod_parent, k8s.io), and the chains the portmap plugin shares between all containers.
 
