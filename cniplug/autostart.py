@@ -48,12 +48,13 @@ def same_namespaces_as_init() -> bool | None:
     return True
 
 
-def start(socket_path: str, idle: int, paths: list[str], watch: str) -> int:
+def start(socket_path: str, idle: int, paths: list[str], watch: str, metrics: str = "") -> int:
     """Start a detached `cniplug helper` serving `socket_path` unless one runs or is starting.
 
     `idle`: seconds without a call after which it exits; `paths`: the import path the executable uses
     (the helper runs the same code); `watch`: the executable's path, whose replacement makes the helper
-    exit. Returns the new helper's pid, or 0 when none was started (one holds the lock, not root, another
+    exit; `metrics`: where it serves Prometheus metrics ("" none). Returns the new helper's pid, or 0
+    when none was started (one holds the lock, not root, another
     namespace than pid 1's, or the start failed). Writes one line on stderr when it starts one.
     """
     if os.geteuid() != 0 or same_namespaces_as_init() is False:
@@ -71,18 +72,23 @@ def start(socket_path: str, idle: int, paths: list[str], watch: str) -> int:
         os.close(lock)
         return 0
     try:
-        return spawn(socket_path, idle, paths, watch, lock)
+        return spawn(socket_path, idle, paths, watch, lock, metrics)
     except OSError:
         return 0
     finally:
         os.close(lock)  # the helper keeps its own copy, and with it the lock
 
 
-def spawn(socket_path: str, idle: int, paths: list[str], watch: str, lock: int) -> int:
+def spawn(socket_path: str, idle: int, paths: list[str], watch: str, lock: int, metrics: str = "") -> int:
     """Double-fork a helper into its own session; its pid. The helper inherits the locked fd `lock`."""
-    code = f"import sys; sys.path[:0] = {paths!r}; from cniplug.cli import main; main()"
-    argv = [sys.executable, "-IS", "-c", code, "helper", "--socket", socket_path, "--idle-exit", str(idle),
-            "--lock-fd", str(lock), "--watch", watch]
+    options = ["helper", "--socket", socket_path, "--idle-exit", str(idle), "--lock-fd", str(lock), "--watch", watch]
+    if metrics:
+        options += ["--metrics", metrics]
+    if getattr(sys, "frozen", False):  # the self-contained runtime (bundle.py): its executable is `cniplug`
+        argv = [sys.executable, *options]
+    else:
+        code = f"import sys; sys.path[:0] = {paths!r}; from cniplug.cli import main; main()"
+        argv = [sys.executable, "-IS", "-c", code, *options]
     log = os.open(socket_path + LOG_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW,
                   0o600)
     pid_r, pid_w = os.pipe2(os.O_CLOEXEC)

@@ -22,6 +22,9 @@ PLUGINS = {
     "cniplug-loopback": "cniplug.plugins.loopback",
     "cniplug-host-local": "cniplug.plugins.host_local",
     "cniplug-static": "cniplug.plugins.static",
+    "cniplug-firewall": "cniplug.plugins.firewall",
+    "cniplug-tuning": "cniplug.plugins.tuning",
+    "cniplug-bandwidth": "cniplug.plugins.bandwidth",
 }
 
 WRAPPER = """#!{python} -IS
@@ -68,7 +71,7 @@ def run_plugin(name: str, args: list[str]) -> None:
 def import_paths() -> list[str]:
     """Directories holding cniplug and its dependencies, for wrappers run with `python -I`."""
     paths = []
-    for mod in ("cniplug", "jinja2", "markupsafe"):
+    for mod in ("cniplug", "jinja2", "markupsafe", "prometheus_client"):
         origin = Path(import_module(mod).__file__ or "").resolve()
         # A package (.../name/__init__.py) lives two levels up, a single module one.
         top = origin.parent.parent if origin.name == "__init__.py" else origin.parent
@@ -77,7 +80,7 @@ def import_paths() -> list[str]:
     return paths
 
 
-def install(bin_dir: str, auto_helper: bool = True, idle: int = AUTO_IDLE) -> int:
+def install(bin_dir: str, auto_helper: bool = True, idle: int = AUTO_IDLE, metrics: str = "") -> int:
     """Write one executable per plugin type into bin_dir (made 0755 if missing); 0. OSError if it cannot.
 
     With `auto_helper` the executables of this install share a helper socket of their own,
@@ -85,6 +88,7 @@ def install(bin_dir: str, auto_helper: bool = True, idle: int = AUTO_IDLE) -> in
     that exits after `idle` seconds without a call (fastpath.main, autostart.py). A new install gets a new
     id, so no call after it reaches a helper still running the code of the one before. Without it, the
     executables use the shared socket of a helper started by hand (fastpath.SOCKET) and start none.
+    `metrics`: the loopback HOST:PORT where an auto-started helper serves Prometheus metrics ("": none).
     """
     os.makedirs(bin_dir, mode=0o755, exist_ok=True)
     paths = import_paths()
@@ -92,6 +96,8 @@ def install(bin_dir: str, auto_helper: bool = True, idle: int = AUTO_IDLE) -> in
     if auto_helper:
         install_id = f"{__version__}-{secrets.token_hex(4)}"
         auto = {"socket": f"{rundir.RUN_DIR}/helper-3-{install_id}.sock", "idle": idle, "paths": paths}
+        if metrics:
+            auto["metrics"] = metrics
     for name, module in PLUGINS.items():
         path = Path(bin_dir) / name
         tmp = path.with_name(f".{name}.tmp{os.getpid()}")
@@ -169,6 +175,18 @@ def parser() -> argparse.ArgumentParser:
                    help="never start a helper from a plugin call (use one started by hand, else run standalone)")
     p.add_argument("--helper-idle", type=positive_seconds, default=AUTO_IDLE, metavar="SECONDS",
                    help=f"an auto-started helper exits after this long without a call (default {AUTO_IDLE})")
+    p.add_argument("--helper-metrics", default="", metavar="HOST:PORT",
+                   help="an auto-started helper serves Prometheus metrics there (a loopback address)")
+    p.add_argument("--self-contained", action="store_true",
+                   help="install a runtime with its own Python (PyInstaller) into --runtime-dir, for hosts without one")
+    p.add_argument("--runtime-dir", default="/opt/cniplug", help="where --self-contained puts its runtimes")
+    p.add_argument("--bundle", default="", help="with --self-contained: a runtime built by `cniplug bundle` "
+                   "(default: this one when it is self-contained, else build one now)")
+    p.add_argument("--rollback", action="store_true", help="with --self-contained: go back to the previous runtime")
+    p.add_argument("--uninstall", action="store_true",
+                   help="remove the plugin executables cniplug installed in --bin-dir, their helpers, --runtime-dir")
+    p = sub.add_parser("bundle", parents=[common], help="build the self-contained runtime (needs PyInstaller)")
+    p.add_argument("--out", default="dist", help="directory to build it in (default: dist)")
     p = sub.add_parser("demo", parents=[common],
                        help="attach a throwaway namespace to a bridge network, show it, clean up")
     p.add_argument("--subnet", default="10.244.250.0/24", type=ipv4_network)
@@ -184,6 +202,8 @@ def parser() -> argparse.ArgumentParser:
                    help="exit after this long without a call (default 0: never)")
     p.add_argument("--lock-fd", type=int, default=-1, help=argparse.SUPPRESS)  # autostart.py
     p.add_argument("--watch", default="", help=argparse.SUPPRESS)  # autostart.py: exit when this file is replaced
+    p.add_argument("--metrics", default="", metavar="HOST:PORT",
+                   help="serve Prometheus metrics on this loopback address, e.g. 127.0.0.1:9217")
     sub.add_parser("bench", help="benchmark against the reference plugins (see cniplug bench --help)", add_help=False)
     p = sub.add_parser("tutorial", parents=[common],
                        help="print (or --run) the tutorial's scripts, rendered from the plugin macros")
@@ -208,6 +228,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="/var/lib/cni/networks", help="host-local's store (its dataDir)")
     p.add_argument("--svg", default="", metavar="FILE", help="also draw the topology into FILE as SVG")
     p.add_argument("--lang", choices=fastpath.LANGS, default=env_lang if env_lang in fastpath.LANGS else "en")
+    p = sub.add_parser("net", parents=[common],
+                       help="run a whole network config list as libcni/cnitool do: cniplug net VERB NETWORK [NETNS]",
+                       description="Run the network config list NETWORK as libcni and cnitool do. Environment: "
+                       "NETCONFPATH (default /etc/cni/net.d), CNI_PATH (plugin directories, colon-separated), "
+                       "CAP_ARGS (JSON object of capability arguments), CNI_IFNAME (default eth0), CNI_ARGS "
+                       "(K=V;K=V). Results are cached in /var/lib/cni/results as libcni caches them.")
+    p.add_argument("verb", choices=("add", "check", "del", "gc", "status"))
+    p.add_argument("network", help="the list's name, looked up in $NETCONFPATH (default /etc/cni/net.d)")
+    p.add_argument("netns", nargs="?", default="",
+                   help="the container's network namespace path (add, check, del; for gc the one attachment to keep)")
+    p.add_argument("--dry-run", action="store_true", help="print the bash script for the whole list, change nothing")
+    p.add_argument("--lang", choices=fastpath.LANGS, default=env_lang if env_lang in fastpath.LANGS else "en")
     sub.add_parser("plugin", help="run a plugin as its installed executable does: cniplug plugin NAME [--dry-run ...]",
                    add_help=False)
     return top
@@ -231,7 +263,32 @@ def dispatch(argv: list[str]) -> int:
         return bench.main(argv[1:])
     args = parser().parse_args(argv)
     if args.cmd == "install":
-        return install(args.bin_dir, not args.no_auto_helper, args.helper_idle)
+        import cniplug.bundle as bundle
+
+        if args.uninstall:
+            return bundle.uninstall(args.bin_dir, args.runtime_dir, PLUGINS)
+        if args.rollback:
+            return bundle.rollback(args.runtime_dir)
+        if args.helper_metrics:
+            import cniplug.metrics as metrics
+
+            try:
+                metrics.parse_address(args.helper_metrics)
+            except ValueError as err:
+                raise UsageError(str(err).replace("--metrics", "--helper-metrics")) from None
+        if args.self_contained or bundle.frozen():
+            return bundle.install(args.bin_dir, args.runtime_dir, PLUGINS, not args.no_auto_helper, args.helper_idle,
+                                  args.bundle, args.helper_metrics)
+        return install(args.bin_dir, not args.no_auto_helper, args.helper_idle, args.helper_metrics)
+    if args.cmd == "bundle":
+        import cniplug.bundle as bundle
+
+        try:
+            path = bundle.build(args.out)
+        except RuntimeError as err:
+            raise UsageError(str(err)) from None
+        print(f"built {path}/{bundle.EXE}; install it with: {path}/{bundle.EXE} install --bin-dir DIR")
+        return 0
     if args.cmd == "demo":
         import cniplug.lab.demo as demo
 
@@ -245,7 +302,13 @@ def dispatch(argv: list[str]) -> int:
             return helper.print_status()
         if args.idle_exit < 0:
             raise UsageError(f"--idle-exit {args.idle_exit}: must be 0 (never) or more seconds")
-        return helper.main(args.socket, args.idle_exit, args.lock_fd, args.watch)
+        return helper.main(args.socket, args.idle_exit, args.lock_fd, args.watch, args.metrics)
+    if args.cmd == "net":
+        import cniplug.net as net
+
+        if args.verb in ("add", "check", "del") and not args.netns:
+            raise UsageError(net.say("net_need_netns", args.lang, verb=args.verb))
+        return net.main(args.verb, args.network, args.netns, args.dry_run, args.lang)
     if args.cmd == "show":
         import cniplug.lab.show as show
 

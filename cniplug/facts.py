@@ -150,6 +150,48 @@ def ip_json(prefix: list[str], *args: str) -> list[dict[str, Any]]:
     return data if isinstance(data, list) else []
 
 
+# ---- bandwidth (tc qdiscs, veth peers, ifb links) -----------------------------------------------------
+
+def veth_peer_ifindex(prefix: list[str], ifname: str) -> int:
+    """ifindex of the other end of veth `ifname` in the namespace `prefix` runs `ip` in (ns_ip); -1 when
+    `ifname` is not there or is not a veth. `ip -d -j link show dev IF` names the peer as link_index, as
+    the reference's ip.GetVethPeerIfindex reads it. Raises CNIError (ip_json) when ip could not look."""
+    links = ip_json(prefix, "-d", "link", "show", "dev", ifname)
+    if not links or (links[0].get("linkinfo") or {}).get("info_kind") != "veth":
+        return -1
+    index = links[0].get("link_index")
+    return index if isinstance(index, int) else -1
+
+
+def link_name(ifindex: int) -> str:
+    """Name of the host link with this ifindex (from /sys/class/net), "" if there is none."""
+    try:
+        names = os.listdir("/sys/class/net")
+    except OSError:
+        return ""
+    return next((name for name in names if ifindex_of(name) == ifindex), "")
+
+
+def link_mtu(name: str) -> int:
+    """MTU of a host link in bytes (/sys/class/net/<name>/mtu), -1 if the link is not there."""
+    return _link_int(name, "mtu")
+
+
+def tc_json(*args: str) -> list[dict[str, Any]]:
+    """`tc -j ARGS` (e.g. "qdisc", "show", "dev", "veth1") on the host -> the parsed list; [] when the device
+    is not there. Raises CNIError (probe_error) when tc could not look, 999 for output that is not JSON."""
+    result = runner.execute(["tc", "-j", *args])
+    if result.rc != 0:
+        if "Cannot find device" in result.stderr or "does not exist" in result.stderr:
+            return []
+        raise probe_error(result)
+    try:
+        data = json.loads(result.stdout) if result.stdout.strip() else []
+    except ValueError:
+        raise CNIError(ERR_INTERNAL, f"cannot parse output of {' '.join(result.argv)}") from None
+    return data if isinstance(data, list) else []
+
+
 def probe_error(result: runner.Completed) -> CNIError:
     """A probe that could not look: 11 (try again later) when the xtables lock was busy, else 999."""
     code = ERR_TRY_AGAIN_LATER if "xtables lock" in result.stderr else ERR_INTERNAL
@@ -257,3 +299,44 @@ def _attributes(data: bytes) -> Iterator[tuple[int, bytes]]:
             return
         yield kind, data[offset + _RTA.size:offset + length]
         offset += (length + 3) & ~3
+
+
+def ns_sysctls(netns: str, keys: list[str]) -> dict[str, str | None]:
+    """Values of per-namespace sysctls inside `netns`: {key: value or None when the file is missing}.
+
+    keys are paths below /proc/sys ('net/ipv4/conf/eth0/arp_filter'). Read without starting a process:
+    a thread enters the namespace (setns, which moves only that thread) and reads the files; /proc/sys/net
+    shows the namespace of the reading thread. Raises CNIError 4 when the namespace cannot be entered.
+    """
+    import ctypes
+    import threading
+
+    out: dict[str, str | None] = {}
+    problem: list[str] = []
+
+    def reader() -> None:
+        try:
+            fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as err:
+            problem.append(err.strerror or str(err))
+            return
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                problem.append(os.strerror(ctypes.get_errno()))
+                return
+        finally:
+            os.close(fd)
+        for key in keys:
+            try:
+                with open("/proc/sys/" + key) as f:
+                    out[key] = f.read().strip()
+            except OSError:
+                out[key] = None
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    thread.join()
+    if problem:
+        raise CNIError(ERR_INVALID_ENV, f"cannot enter netns {netns!r}", problem[0])
+    return out

@@ -218,4 +218,5 @@ def main(plugin: str, module: str, auto: dict[str, object] | None = None) -> Non
             from cniplug import autostart
 
             paths = auto.get("paths")
-            autostart.start(path, int(str(auto["idle"])), paths if isinstance(paths, list) else [], sys.argv[0])
+            autostart.start(path, int(str(auto["idle"])), paths if isinstance(paths, list) else [], sys.argv[0],
+                            str(auto.get("metrics") or ""))

@@ -27,23 +27,24 @@ from importlib import import_module
 
 from cniplug import __version__, fastpath, rundir
 
-# Everything a call imports, so that no child pays for an import (cli pulls in argparse: ~4 ms).
-PRELOAD = ("cniplug.cli", "cniplug.plugins.bridge", "cniplug.plugins.ptp", "cniplug.plugins.loopback",
-           "cniplug.plugins.host_local", "cniplug.plugins.static", "cniplug.ipam.delegate")
+# Everything a call imports, so that no child pays for an import (cli pulls in argparse: ~4 ms): every
+# plugin type's module (cli.PLUGINS) and these.
+PRELOAD = ("cniplug.cli", "cniplug.ipam.delegate")
 POOL = 4  # children waiting in accept() at any time
 DECLINED = 1 << 31  # set in the pid a child reports when it declined its call (pids are < 2**22)
 LIBC = ctypes.CDLL(None, use_errno=True)
-TEMPLATES = ("bridge/add.sh.j2", "bridge/del.sh.j2", "ptp/add.sh.j2", "ptp/del.sh.j2", "loopback/add.sh.j2",
-             "loopback/del.sh.j2", "masq_gc.sh.j2")
 
 
 def preload() -> None:
-    from cniplug import render
+    """Import every plugin and compile every plugin template once, before the children are forked."""
+    from cniplug import cli, render
 
-    for name in PRELOAD:
+    for name in (*PRELOAD, *cli.PLUGINS.values()):
         import_module(name)
-    for template in TEMPLATES:
-        render.environment().get_template(template)
+    root = render.templates_dir()
+    for path in sorted(root.rglob("*.sh.j2")):
+        if path.relative_to(root).parts[0] != "tutorial":
+            render.environment().get_template(path.relative_to(root).as_posix())
     try:
         warm_up()
     except Exception as exc:  # only an optimisation: serve anyway
@@ -111,12 +112,15 @@ def adopt_context(pid: int) -> str:
     return ""
 
 
-def serve_one(conn: socket.socket, pid: int, reason: str) -> None:
+def serve_one(conn: socket.socket, pid: int, reason: str, done_w: int = -1) -> None:
     """In the forked child: run one plugin call from process `pid` and answer, or decline it with
-    `reason` when it would not run exactly as in the caller (foreign_context). Never returns."""
+    `reason` when it would not run exactly as in the caller (foreign_context). With `done_w` >= 0 (the
+    helper keeps metrics), then write the call's record there (metrics.call_record). Never returns."""
     from cniplug import cli, skel
 
+    began = time.monotonic()
     code = 1
+    plugin, env, stdin = "", dict[str, str](), b""
     want_stats = False
     out = io.StringIO()
     err = io.StringIO()
@@ -143,6 +147,11 @@ def serve_one(conn: socket.socket, pid: int, reason: str) -> None:
     try:
         conn.sendall(fastpath.encode_answer(code, out.getvalue().encode(), err.getvalue().encode(),
                                                stats() if want_stats else b""))
+        conn.close()  # the caller has its answer; what follows is the helper's business
+        if done_w >= 0:
+            from cniplug import metrics
+
+            os.write(done_w, metrics.call_record(plugin, env, stdin, code, out.getvalue(), time.monotonic() - began))
     finally:
         os._exit(0)
 
@@ -161,14 +170,17 @@ def peer_cred(conn: socket.socket) -> tuple[int, int]:
     return int(pid), int(uid)
 
 
-def main(path: str = fastpath.SOCKET, idle_exit: int = 0, lock_fd: int = -1, watch: str = "") -> int:
+def main(path: str = fastpath.SOCKET, idle_exit: int = 0, lock_fd: int = -1, watch: str = "",
+         metrics_address: str = "") -> int:
     """`cniplug helper`: serve on the unix socket `path` until SIGTERM; 0. 1 when not root, 2 for a relative
     path; OSError when the socket cannot be made (`cniplug` prints it on one line).
 
     `idle_exit` > 0: exit after that many seconds without a call. `lock_fd` >= 0: an inherited fd holding
     the flock that makes this the only helper started for `path` (autostart.py); held until exit.
     `watch`: the executable that started it; exit as soon as that file is replaced (a new install).
-    While it serves, `path`.json says who it is and how busy (status()).
+    `metrics_address` ("127.0.0.1:PORT"): serve Prometheus metrics there (metrics.py); a port that cannot
+    be bound is reported in the log and the helper serves without. While it serves, `path`.json says who
+    it is and how busy (status()).
     """
     if os.geteuid() != 0:
         print("cniplug helper: must run as root", file=sys.stderr)
@@ -205,18 +217,42 @@ def main(path: str = fastpath.SOCKET, idle_exit: int = 0, lock_fd: int = -1, wat
     print(f"cniplug helper listening on {path} (pid {os.getpid()}, cniplug {__version__}"
           + (f", exits after {idle_exit} s without a call" if idle_exit else "") + ")", file=sys.stderr, flush=True)
     taken_r, taken_w = os.pipe2(os.O_CLOEXEC)
+    done_r, done_w = -1, -1
+    counter = None
+    if metrics_address:
+        from cniplug import metrics
+
+        try:
+            counter = metrics.Metrics()
+            host, port = counter.serve(metrics_address)
+            info["metrics"] = f"http://{host}:{port}/metrics" if ":" not in host else f"http://[{host}]:{port}/metrics"
+            done_r, done_w = os.pipe2(os.O_CLOEXEC)
+            write_info(path, {**info, "calls": calls, "last_call": 0.0})
+            print(f"cniplug helper: metrics on {info['metrics']}", file=sys.stderr, flush=True)
+        except (OSError, ValueError, ImportError) as exc:
+            counter = None
+            print(f"cniplug helper: no metrics: {exc}", file=sys.stderr, flush=True)
+    pending = b""
     idle: set[int] = set()
     reason = ""
     try:
         while not reason:
             while len(idle) < POOL:
-                idle.add(spawn(server, taken_r, taken_w))
-            if select.select([taken_r], [], [], 1.0)[0]:
+                idle.add(spawn(server, taken_r, taken_w, done_r, done_w))
+            ready = select.select([taken_r] + ([done_r] if done_r >= 0 else []), [], [], 1.0)[0]
+            if counter is not None and done_r in ready:
+                pending += os.read(done_r, 65536)
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    counter.observe(line)
+            if taken_r in ready:
                 data = os.read(taken_r, 4096)  # 4-byte pids, each written atomically
                 words = [int.from_bytes(data[i:i + 4], "big") for i in range(0, len(data) - 3, 4)]
                 idle -= {w & ~DECLINED for w in words}
                 served = sum(1 for w in words if not w & DECLINED)
                 declined += len(words) - served
+                if counter is not None and len(words) > served:
+                    counter.declined(len(words) - served)
                 if served:  # a declined call is no reason to stay
                     calls += served
                     last_call = time.monotonic()
@@ -268,7 +304,7 @@ def file_id(path: str) -> tuple[int, int, float] | None:
 
 def write_info(path: str, info: dict[str, object]) -> None:
     """Replace `path`.json with `info` atomically (read by `cniplug helper --status`)."""
-    tmp = f"{path}.json.tmp"
+    tmp = f"{path}.json.tmp{os.getpid()}"
     with open(tmp, "w", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW, 0o600)) as f:
         json.dump(info, f)
     os.replace(tmp, path + ".json")
@@ -297,6 +333,24 @@ def status(run_dir: str = rundir.RUN_DIR) -> list[dict[str, object]]:
     return found
 
 
+def stop(pid: int, path: str, timeout: float = 10.0) -> bool:
+    """End the helper `pid` serving `path` (SIGTERM: it retires as on idle exit) and wait for it; True
+    when it is gone. Only a process whose command line names `path` is signalled."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if path.encode() not in f.read():
+                return False
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ProcessLookupError):
+        return True
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if not alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def print_status(run_dir: str = rundir.RUN_DIR) -> int:
     """`cniplug helper --status`: one paragraph per helper; 0 when at least one serves, else 3 (as
     `systemctl status` says 'not running')."""
@@ -315,7 +369,7 @@ def print_status(run_dir: str = rundir.RUN_DIR) -> int:
     return 0 if any(h["alive"] for h in helpers) else 3
 
 
-def spawn(server: socket.socket, taken_r: int, taken_w: int) -> int:
+def spawn(server: socket.socket, taken_r: int, taken_w: int, done_r: int = -1, done_w: int = -1) -> int:
     """Fork a child that waits in accept() for one call, so that a call does not wait for a fork (~2 ms).
 
     It tells the helper it was taken (its pid on `taken_w`, with DECLINED set when it will decline the
@@ -335,6 +389,8 @@ def spawn(server: socket.socket, taken_r: int, taken_w: int) -> int:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the child waits for its own commands
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.close(taken_r)
+        if done_r >= 0:
+            os.close(done_r)
         while True:
             conn, _ = server.accept()
             peer, uid = peer_cred(conn)
@@ -346,7 +402,7 @@ def spawn(server: socket.socket, taken_r: int, taken_w: int) -> int:
         reason = foreign_context(peer) or adopt_context(peer)
         os.write(taken_w, (os.getpid() | (DECLINED if reason else 0)).to_bytes(4, "big"))
         os.close(taken_w)
-        serve_one(conn, peer, reason)
+        serve_one(conn, peer, reason, done_w)
     finally:
         os._exit(1)
 

@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,6 +95,9 @@ class Request:
     env: dict[str, str] = field(default_factory=dict)
     dry_run: bool = False
     lang: str = "en"  # of the explanations in the rendered script (--lang, CNIPLUG_LANG)
+    # With --dry-run, the result the call would return as far as it is known without running it (an interface
+    # plugin sets it; `cniplug net --dry-run` hands it to the next plugin as prevResult). None: not set.
+    dry_result: dict[str, Any] | None = None
 
     @property
     def version(self) -> str:
@@ -232,19 +236,27 @@ class DeferredLog(logging.Handler):
     Bad input must change nothing on the host, the log file included, and some input is only found bad
     deep inside a plugin (an mtu out of range): so the file is opened only once the call is over and was
     not refused. Records still go to stderr as they happen.
+
+    The file is JSON Lines (one object per line, for log shippers): each record as {"time", "level",
+    "msg"}, then one record per call, {"time", "level", "event": "call", "plugin", "verb", "containerId",
+    "netns", "ifName", "network", "durationMs", "outcome": "ok" | "error", "error": {"code", "msg"} on
+    an error, "script": the script that ran (or was rolled back), else null, "rolledBack"}.
     """
 
     def __init__(self, path: str) -> None:
         super().__init__()
         self.path = path
         self.lines: list[str] = []
-        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record) + "\n")
+        self.lines.append(json.dumps({"time": stamp(record.created), "level": record.levelname,
+                                      "msg": record.getMessage()}) + "\n")
 
-    def flush_to_file(self) -> None:
-        """Append the records to the file (created 0600; a symlink is not followed). Never raises."""
+    def flush_to_file(self, call: dict[str, Any] | None = None) -> None:
+        """Append the records, then `call` (the call's record) if given, to the file (created 0600; a
+        symlink is not followed). Never raises."""
+        if call is not None:
+            self.lines.append(json.dumps({"time": stamp(), "level": "INFO", "event": "call", **call}) + "\n")
         if not self.lines:
             return
         try:
@@ -256,6 +268,22 @@ class DeferredLog(logging.Handler):
         except OSError as err:
             print(f"cniplug: cannot write logFile {self.path}: {err.strerror or err}", file=sys.stderr)
         self.lines.clear()
+
+
+def stamp(when: float | None = None) -> str:
+    """RFC 3339 UTC time with milliseconds, e.g. 2026-11-29T13:45:01.123Z."""
+    when = time.time() if when is None else when
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)) + f".{int(when % 1 * 1000):03d}Z"
+
+
+# The script the current call ran (common.perform records it), for the call's log record.
+SCRIPT: dict[str, Any] = {"text": None, "rolledBack": False}
+
+
+def record_script(text: str, rolled_back: bool = False) -> None:
+    """Note the script this call ran (or rolled back): it goes into the logFile's call record."""
+    SCRIPT["text"] = text if SCRIPT["text"] is None else SCRIPT["text"] + text
+    SCRIPT["rolledBack"] = SCRIPT["rolledBack"] or rolled_back
 
 
 def log_file(config: dict[str, Any]) -> str:
@@ -329,6 +357,9 @@ def run(handlers: Mapping[str, Handler], about: str, argv: list[str] | None = No
     raw = b""
     deferred: DeferredLog | None = None
     refused = True
+    started = time.monotonic()
+    call: dict[str, Any] = {}
+    SCRIPT.update(text=None, rolledBack=False)
     try:
         try:
             raw = stdin.read(MAX_STDIN + 1)
@@ -344,6 +375,8 @@ def run(handlers: Mapping[str, Handler], about: str, argv: list[str] | None = No
         req.lang = opts["lang"]
         version = req.version
         deferred = setup_logging(req.config)
+        call = {"plugin": str(req.config.get("type", "")), "verb": req.command, "containerId": req.container_id,
+                "netns": req.netns, "ifName": req.ifname, "network": req.name, "outcome": "ok"}
         handler = handlers.get(req.command)
         if handler is None:
             # Verbs a plugin has nothing to do for (e.g. STATUS on loopback) succeed silently.
@@ -362,18 +395,21 @@ def run(handlers: Mapping[str, Handler], about: str, argv: list[str] | None = No
         return 0
     except CNIError as err:
         refused = err.code in REFUSED
+        call.update(outcome="error", error={"code": err.code, "msg": err.msg})
         log.debug("error %s: %s (%s)", err.code, err.msg, err.details)
         stdout.write(err.to_json(version or request_version(raw)) + "\n")
         return 1
     except Exception as err:  # never a traceback on stdout: report it as a CNI error, trace on stderr
         refused = False
+        call.update(outcome="error", error={"code": ERR_INTERNAL, "msg": f"internal error: {type(err).__name__}"})
         log.exception("internal error")
         stdout.write(CNIError(ERR_INTERNAL, f"internal error: {type(err).__name__}", str(err)).to_json(
             version or request_version(raw)) + "\n")
         return 1
     finally:
         if deferred is not None and not refused and not dry_run:
-            deferred.flush_to_file()
+            deferred.flush_to_file({**call, "durationMs": round((time.monotonic() - started) * 1000, 1),
+                                    "script": SCRIPT["text"], "rolledBack": SCRIPT["rolledBack"]})
 
 
 def main(handlers: Mapping[str, Handler], about: str) -> None:

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Set up a machine for cniplug: system tools (iproute2, iptables, the reference CNI plugins to compare
-# against; jq for the bash plugin in docs/examples; podman, containerd, runc and a static busybox for the
-# end-to-end tests with real runtimes in tests/e2e/test_runtimes.py) and a virtualenv in .venv with cniplug
-# and its test tools. Idempotent; needs root for apt.
+# against; jq for the bash plugin in docs/examples; binutils for PyInstaller, which builds the self-contained runtime;
+# podman, containerd, runc and a static busybox for the end-to-end tests with real runtimes in
+# tests/e2e/test_runtimes.py) and a virtualenv in .venv with cniplug and its test tools. Idempotent; needs root for apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for pkg in iproute2 iptables containernetworking-plugins iputils-ping procps util-linux jq \
+for pkg in iproute2 iptables containernetworking-plugins iputils-ping procps util-linux jq binutils \
            podman containerd runc busybox-static; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

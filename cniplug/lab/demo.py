@@ -261,13 +261,20 @@ class Demo:
 
 
 def ran_script(log: str) -> str:
-    """The last script the plugin logged as run (skel writes the logFile at the end of the call)."""
+    """The last script the plugin recorded as run: the "script" of the last call record in its logFile
+    (JSON Lines, skel.DeferredLog; written at the end of the call)."""
     try:
-        text = Path(log).read_text()
+        lines = Path(log).read_text().splitlines()
     except OSError as err:
         return f"(no log: {err.strerror})"
-    start = text.rfind("#!/bin/bash")
-    return text[start:].rstrip() if start >= 0 else "(the log holds no script)"
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("event") == "call" and record.get("script"):
+            return str(record["script"]).rstrip()
+    return "(the log holds no script)"
 
 
 def wait_gone(tag: str, timeout: float = 10.0) -> None:

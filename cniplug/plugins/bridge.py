@@ -277,15 +277,31 @@ def add(req: Request) -> dict[str, Any] | str | None:
             release()  # only this container's veth, addresses and NAT rules from here on
         text = common.perform(req, "bridge/add.sh.j2", **context)
         if text is not None:
+            # The result as far as it is known unprinted: the bridge's MAC when it exists or is made with a
+            # fixed one; the host veth's MAC is the kernel's choice, so it is left out.
+            bridge_mac = context["bridge"]["mac"] or (facts.mac_of(cfg.bridge) if not context["bridge"]["create"]
+                                                      else "")
+            req.dry_result = {**result, "interfaces": interfaces(req, cfg, host_veth, mac, bridge_mac, "")}
             return text
-    result["interfaces"] = [
-        {"name": cfg.bridge, "mac": facts.mac_of(cfg.bridge)},
-        {"name": host_veth, "mac": facts.mac_of(host_veth)},
+    result["interfaces"] = interfaces(req, cfg, host_veth, mac, facts.mac_of(cfg.bridge), facts.mac_of(host_veth))
+    return result
+
+
+def interfaces(req: Request, cfg: BridgeConfig, host_veth: str, mac: str, bridge_mac: str,
+               veth_mac: str) -> list[dict[str, Any]]:
+    """The result's interfaces: bridge, host veth, container end (index 2, with the mtu when set); a MAC
+    that is "" (unknown in a --dry-run) is left out."""
+    out: list[dict[str, Any]] = [
+        {"name": cfg.bridge, "mac": bridge_mac},
+        {"name": host_veth, "mac": veth_mac},
         {"name": req.ifname, "mac": mac, "sandbox": req.netns},
     ]
+    for entry in out:
+        if not entry["mac"]:
+            del entry["mac"]
     if cfg.mtu:
-        result["interfaces"][2]["mtu"] = cfg.mtu
-    return result
+        out[2]["mtu"] = cfg.mtu
+    return out
 
 
 def delete(req: Request) -> str | None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from cniplug import render, script
+from cniplug import render, script, skel
 from cniplug.runner import Runner
 from cniplug.skel import Request
 from cniplug.spec import ERR_INTERNAL, ERR_INVALID_CONFIG, ERR_NOT_AVAILABLE, ERR_TRY_AGAIN_LATER, CNIError
@@ -33,13 +33,31 @@ def perform(req: Request, template: str, best_effort: bool = False, **context: A
         return parsed.text
     try:
         RUNNER_FACTORY().run(parsed, best_effort=best_effort)
-    except CNIError as err:
-        log.info("%s %s: the script below failed (%s) and its completed steps were rolled back\n%s",
-                 req.command, req.container_id, err.msg, parsed.text)
+    except CNIError:
+        log.info("%s %s: the script failed and its completed steps were rolled back", req.command, req.container_id)
+        skel.record_script(parsed.text, rolled_back=True)
         raise
-    # With logFile set, the script that really ran (its veth names, MACs) is in the log (issue #11).
-    log.info("%s %s: ran\n%s", req.command, req.container_id, parsed.text)
+    # With logFile set, the script that really ran (its veth names, MACs) is in the call's record (issue #11).
+    skel.record_script(parsed.text)
     return None
+
+
+def dry_run_file(lang: str, path: str, body: str, dir_mode: str, keep_existing: bool) -> str:
+    """The step that writes `body` to `path` (mode 0600; its directory made with `dir_mode`) as the
+    plugin does in Python after its script, for a --dry-run script: run by bash, the script then leaves
+    the same files. `keep_existing`: an existing file is left as it is, else it is replaced atomically
+    (a temporary name, then mv). One plain command (`sh -c` with the values as its arguments, quoted),
+    explained in `lang`."""
+    from cniplug import i18n
+
+    q = shlex.quote
+    if keep_existing:
+        code = 'umask 077 && mkdir -p -m "$3" "${2%/*}" && { [ -e "$2" ] || printf %b "$1" > "$2"; }'
+    else:
+        code = 'umask 077 && mkdir -p -m "$3" "${2%/*}" && printf %b "$1" > "$2.tmp" && mv -f "$2.tmp" "$2"'
+    escaped = body.replace("\\", "\\\\").replace("\n", "\\n")  # printf %b: one line in the script
+    return (i18n.say("dry_run_file", lang, path=path) + "\n"
+            + f"sh -c {q(code)} cniplug {q(escaped)} {q(path)} {q(dir_mode)}\n")
 
 
 def host_veth_name() -> str:

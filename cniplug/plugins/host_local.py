@@ -22,7 +22,15 @@ def delete(req: Request) -> str | None:
     return None
 
 
-HANDLERS = {"ADD": add, "DEL": delete, "CHECK": host_local.check, "GC": host_local.gc, "STATUS": host_local.status}
+def gc(req: Request) -> str | None:
+    """GC; with --dry-run the script of the store changes it would make (as ADD and DEL print theirs)."""
+    if req.dry_run:
+        return host_local.dry_run_script(req)
+    host_local.gc(req)
+    return None
+
+
+HANDLERS = {"ADD": add, "DEL": delete, "CHECK": host_local.check, "GC": gc, "STATUS": host_local.status}
 
 
 def main() -> None:

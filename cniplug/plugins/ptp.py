@@ -86,6 +86,11 @@ def add(req: Request) -> dict[str, Any] | str | None:
         context, result = plan_add(req, ip_masq, mtu, ipam_result or {}, host_veth, mac)
         text = common.perform(req, "ptp/add.sh.j2", **context)
         if text is not None:
+            # The result as far as it is known unprinted: the host veth's MAC is the kernel's choice.
+            req.dry_result = {**result, "interfaces": [{"name": host_veth},
+                                                       {"name": req.ifname, "mac": mac, "sandbox": req.netns}]}
+            if mtu:
+                req.dry_result["interfaces"][1]["mtu"] = mtu
             return text
     result["interfaces"] = [
         {"name": host_veth, "mac": facts.mac_of(host_veth)},

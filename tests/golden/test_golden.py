@@ -32,11 +32,16 @@ class FakeFacts:
         self.iptables: dict[str, list[str]] = data.get("iptables", {})
         self.netns_alive: bool = data.get("netns_alive", True)
         self.ipv6: bool = data.get("ipv6", True)
+        self.ip_json: dict[str, list[Any]] = data.get("ip_json", {})  # "ARGS joined by spaces" -> ip -j output
+        self.ns_sysctls: dict[str, str] = data.get("ns_sysctls", {})  # path below /proc/sys -> value
+        self.peer_ifindex: int = data.get("peer_ifindex", -1)
+        self.tc: dict[str, list[dict[str, Any]]] = data.get("tc", {})
 
     def iptables_rules(self, family: int, table: str, chain: str) -> list[str]:
         """`iptables -S CHAIN` of the case's nat table: nothing for a chain that is not there."""
         lines = self.iptables.get(str(family), [])
-        if chain != "POSTROUTING" and f"-N {chain}" not in lines:
+        if chain != "POSTROUTING" and f"-N {chain}" not in lines and not any(
+                line.startswith(f"-P {chain} ") for line in lines):
             return []
         return [line for line in lines if line.split()[1] == chain]
 
@@ -52,7 +57,8 @@ class FakeFacts:
         monkeypatch.setattr(facts, "addresses", lambda prefix, dev: self.links.get(dev, {}).get("addrs", []))
         monkeypatch.setattr(facts, "iptables_rules", self.iptables_rules)
         monkeypatch.setattr(facts, "netns_alive", lambda path: bool(path) and self.netns_alive)
-        monkeypatch.setattr(facts, "ip_json", lambda prefix, *args: [])
+        monkeypatch.setattr(facts, "ip_json", lambda prefix, *args: self.ip_json.get(" ".join(args), []))
+        monkeypatch.setattr(facts, "ns_sysctls", lambda netns, keys: {k: self.ns_sysctls.get(k) for k in keys})
         monkeypatch.setattr(facts, "mac_of", lambda name: self.link(name, "mac", ""))
         monkeypatch.setattr(facts, "addr_assign_type", lambda name: self.link(name, "addr_assign_type", -1))
         monkeypatch.setattr(facts, "ifindex_of", lambda name: self.link(name, "ifindex", -1))
@@ -60,6 +66,12 @@ class FakeFacts:
         monkeypatch.setattr(facts, "host_addresses", lambda dev: self.link(dev, "addrs", []))
         monkeypatch.setattr(facts, "has_ipv6", lambda: self.ipv6)
         monkeypatch.setattr(facts, "check_netns", lambda path: None)
+        # bandwidth: the container link's veth peer, host link names by ifindex, MTUs, `tc -j` answers.
+        monkeypatch.setattr(facts, "veth_peer_ifindex", lambda prefix, ifname: self.peer_ifindex)
+        monkeypatch.setattr(facts, "link_name", lambda index: next(
+            (name for name, link in self.links.items() if link.get("ifindex") == index), ""))
+        monkeypatch.setattr(facts, "link_mtu", lambda name: self.link(name, "mtu", -1))
+        monkeypatch.setattr(facts, "tc_json", lambda *args: self.tc.get(" ".join(args), []))
         monkeypatch.setattr(common, "host_veth_name", lambda: "veth0a1b2c3d")
         monkeypatch.setattr(common, "random_mac", lambda: "02:00:00:00:00:aa")
 
@@ -79,7 +91,8 @@ def render_case(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path:
 
 # The functions of cniplug.facts that read the machine; FakeFacts replaces each one.
 PROBES = {"link_exists", "is_bridge", "link_flags", "sysctl", "addresses", "iptables_rules", "netns_alive", "ip_json",
-          "mac_of", "addr_assign_type", "ifindex_of", "master_of", "host_addresses", "has_ipv6", "check_netns"}
+          "mac_of", "addr_assign_type", "ifindex_of", "master_of", "host_addresses", "has_ipv6", "check_netns",
+          "ns_sysctls", "veth_peer_ifindex", "link_name", "link_mtu", "tc_json"}
 PURE = {"ns_ip", "ns_exec", "probe_error"}  # no probe: computed from their arguments
 
 

@@ -233,7 +233,7 @@ def leftovers(host: str, containers: list[str], data_dir: Path, bridge: str) -> 
 
 # ---------------------------------------------------------------------------------------------- fake PATH
 
-WRAPPED = ("ip", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore", "sysctl", "nsenter")
+WRAPPED = ("ip", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore", "sysctl", "nsenter", "tc")
 
 WRAPPER = r"""#!/bin/bash
 # tcr fault wrapper: counts mutating invocations, fails (or sleeps on) the chosen one, else runs the real command.
@@ -242,7 +242,7 @@ real={real}
 name={name}
 probe=0
 case "$name" in
-  ip|nsenter) for a in "$@"; do [ "$a" = -j ] && probe=1; done ;;
+  ip|nsenter|tc) for a in "$@"; do [ "$a" = -j ] && probe=1; done ;;
   iptables|ip6tables) for a in "$@"; do case "$a" in -S|-L|--list|--list-rules) probe=1 ;; esac; done ;;
   sysctl) probe=1; for a in "$@"; do case "$a" in -w|*=*) probe=0 ;; esac; done ;;
 esac

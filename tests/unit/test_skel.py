@@ -304,3 +304,30 @@ def test_mtu_zero_means_unset_as_in_the_reference() -> None:
         with pytest.raises(CNIError) as e:
             common.get_mtu({"mtu": bad})
         assert e.value.code == 7 and repr(bad) in e.value.msg
+
+
+def test_log_file_has_one_structured_record_per_call(tmp_path: Any) -> None:
+    """Issue #14 item 6: JSON Lines, the call's record last, with the script it ran and its outcome."""
+    log = tmp_path / "cni.log"
+    conf = {**CONF, "logFile": str(log)}
+
+    def work(req: skel.Request) -> None:
+        skel.log.warning("a warning")
+        skel.record_script("#!/bin/bash\nip link add x type veth\n")
+
+    def fail(req: skel.Request) -> None:
+        skel.record_script("#!/bin/bash\nip link add y type veth\n", rolled_back=True)
+        raise CNIError(11, "try again")
+
+    assert invoke(ENV, json.dumps(conf).encode(), handlers={"ADD": work})[0] == 0
+    assert invoke({**ENV, "CNI_COMMAND": "DEL"}, json.dumps(conf).encode(), handlers={"DEL": fail})[0] == 1
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r.get("event", r["level"]) for r in records] == ["WARNING", "call", "call"]
+    ok, failed = records[1], records[2]
+    assert ok["verb"] == "ADD" and ok["outcome"] == "ok" and ok["containerId"] == ENV["CNI_CONTAINERID"]
+    assert ok["ifName"] == ENV["CNI_IFNAME"] and ok["network"] == CONF["name"] and ok["plugin"] == CONF["type"]
+    assert ok["script"].endswith("ip link add x type veth\n") and ok["rolledBack"] is False
+    assert isinstance(ok["durationMs"], float) and ok["time"].endswith("Z")
+    assert failed["outcome"] == "error" and failed["error"] == {"code": 11, "msg": "try again"}
+    assert "ip link add y" in failed["script"] and failed["rolledBack"] is True
+    assert "ip link add x" not in failed["script"], "a call's record holds only its own script"
