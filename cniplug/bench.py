@@ -43,6 +43,7 @@ from cniplug import __version__
 from cniplug.fastpath import STATS_ENV
 from cniplug.plugins.bridge import lock_path
 from cniplug.plugins.common import chain_name
+from cniplug.plugins.portmap import dn_chain
 
 REFERENCE_DIR = "/usr/lib/cni"
 CNI_VERSION = "1.0.0"
@@ -298,6 +299,7 @@ class Options:
     json_path: str | None
     helper: bool = False
     auto: bool = False  # install as a node gets it: the first call starts the helper the others use
+    only: str = ""  # "portmap": only the portmap rows
 
 
 def make_networks(bin_dir: Path, data_dir: Path) -> dict[tuple[str, str], Network]:
@@ -333,6 +335,7 @@ class Bench:
         self.started = time.monotonic()
         self.helper_socket = ""
         self.helper_proc: subprocess.Popen[bytes] | None = None
+        self.portmap_chains_before = portmap_shared_present()
 
     # -------------------------------------------------------------------------------- plumbing
 
@@ -583,11 +586,67 @@ class Bench:
         self.say(f"dry-run: median {statistics.median(walls) if walls else math.nan:.1f} ms")
         return walls
 
+    # -------------------------------------------------------------------------------- portmap (chained)
+
+    def portmap_config(self, net: Network, prev: dict[str, Any]) -> dict[str, Any]:
+        """portmap chained after the side's bridge network: one tcp and one udp host port, snat on. The host
+        ports differ per side and slot (both sides share the host's CNI-HOSTPORT-DNAT, and ours refuses a port
+        another container has)."""
+        port = 20000 + 200 * int(PREFIX[3:], 16) + (0 if net.side == "o" else 100)
+        plugin = "cniplug-portmap" if net.side == "o" else "portmap"
+        return {"cniVersion": CNI_VERSION, "name": net.name, "type": plugin, "snat": True,
+                "capabilities": {"portMappings": True},
+                "runtimeConfig": {"portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "tcp"},
+                                                   {"hostPort": port + 1, "containerPort": 53, "protocol": "udp"}]},
+                "prevResult": prev}
+
+    def portmap_call(self, net: Network, command: str, cid: str, prev: dict[str, Any]) -> Sample:
+        argv = [str(self.bin_dir / "cniplug-portmap")] if net.side == "o" else [f"{REFERENCE_DIR}/portmap"]
+        sample = Pending(argv, self.env(net, command, cid, cid),
+                         json.dumps(self.portmap_config(net, prev)).encode()).wait()
+        if not sample.ok:
+            self.fail(f"portmap {command} {cid} ({net.name}): {sample.why()}")
+        return sample
+
+    def portmap_paired(self) -> tuple[list[tuple[Sample, Sample]], list[tuple[Sample, Sample]]]:
+        """`rounds` rounds: each side attaches a fresh container to its bridge (untimed), then the timed
+        portmap ADD and DEL (with prevResult and runtimeConfig, as libcni sends both), then the bridge DEL."""
+        adds: list[tuple[Sample, Sample]] = []
+        dels: list[tuple[Sample, Sample]] = []
+        for i in range(self.opts.rounds):
+            order = SIDES if i % 2 == 0 else SIDES[::-1]
+            nets = {side: self.nets["bridge", side] for side in order}
+            cids = {side: self.new_container(nets[side]) for side in order}
+            prev = {side: self.live[cids[side]].prev for side in order if self.add(nets[side], cids[side]).ok}
+            add = {side: self.portmap_call(nets[side], "ADD", cids[side], prev[side] or {}) for side in prev}
+            dele = {side: self.portmap_call(nets[side], "DEL", cids[side], prev[side] or {}) for side in add}
+            for side in order:
+                if cids[side] in self.live:
+                    self.delete(cids[side])
+            if all(side in add and add[side].ok for side in SIDES):
+                adds.append((add["o"], add["r"]))
+                if all(dele[side].ok for side in SIDES):
+                    dels.append((dele["o"], dele["r"]))
+            if len(add) == 2 and len(dele) == 2:
+                self.say(f"portmap round {i + 1}/{self.opts.rounds}: ADD ours {add['o'].wall * 1000:.0f} ms, "
+                         f"ref {add['r'].wall * 1000:.0f} ms; DEL ours {dele['o'].wall * 1000:.0f} ms, "
+                         f"ref {dele['r'].wall * 1000:.0f} ms")
+        return adds, dels
+
+    def portmap_rows(self) -> list[Row]:
+        adds, dels = self.portmap_paired()
+        ms = ([o.wall * 1000 for o, _ in adds], [r.wall * 1000 for _, r in adds])
+        ms_del = ([o.wall * 1000 for o, _ in dels], [r.wall * 1000 for _, r in dels])
+        return [Row("portmap ADD", "ms", *ms, Target("ratio", 1.0)),
+                Row("portmap DEL", "ms", *ms_del, Target("ratio", 1.0))]
+
     def run(self) -> list[Row]:
         self.say(f"installing our wrappers into {self.bin_dir}")
         self.install()
         if self.opts.helper:
             self.start_helper()
+        if self.opts.only == "portmap":
+            return self.portmap_rows()
         rows: list[Row] = self.first_calls() if self.opts.auto else []
         cpu_rows: list[Row] = []
         rss: dict[str, tuple[list[float], list[float]]] = {}
@@ -621,6 +680,7 @@ class Bench:
             rows.append(Row(f"peak RSS {kind} ADD", "MB", ours, ref, Target("max", 40.0)))
         rows.append(Row(f"{self.opts.parallel} parallel ADD wall", "s", par[0], par[1], Target("ratio", 1.0)))
         rows.append(Row("dry-run bridge ADD (ours)", "ms", dry, None, Target("median", 50.0)))
+        rows += self.portmap_rows()
         return rows
 
     # -------------------------------------------------------------------------------- cleanup
@@ -644,11 +704,14 @@ class Bench:
                 run_quiet("ip", "link", "delete", link)
         Path(lock_path(f"{PREFIX}br-o")).unlink(missing_ok=True)  # our plugin's lock for our bridge
         remove_chains(self.chains())
+        if not self.portmap_chains_before:
+            remove_portmap_shared()
         shutil.rmtree(self.tmp, ignore_errors=True)
         return leftovers(self.chains())
 
     def chains(self) -> set[str]:
-        return {chain_name(net, cid) for net, cids in self.used_ids.items() for cid in cids}
+        return ({chain_name(net, cid) for net, cids in self.used_ids.items() for cid in cids}
+                | {dn_chain(net, cid) for net, cids in self.used_ids.items() for cid in cids})
 
 
 def our_namespaces() -> list[str]:
@@ -682,9 +745,34 @@ def remove_chains(chains: set[str]) -> None:
             if words[-2:-1] == ["-j"] and words[-1].startswith("CNI-") and is_ours(words, chains):
                 doomed.add(words[-1])
         for words in rules:
-            if words[1] == "POSTROUTING" and is_ours(words, doomed):
+            if words[1] in ("POSTROUTING", "CNI-HOSTPORT-DNAT") and is_ours(words, doomed):
                 run_quiet(tool, "-w", "-t", "nat", "-D", *words[1:])
         for chain in sorted(doomed):
+            run_quiet(tool, "-w", "-t", "nat", "-F", chain)
+            run_quiet(tool, "-w", "-t", "nat", "-X", chain)
+
+
+PORTMAP_SHARED = ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-SETMARK")
+
+
+def portmap_shared_present() -> bool:
+    """Does the host have portmap's shared chains already (another user of the host made them)?"""
+    return any(f":{PORTMAP_SHARED[0]} " in run_quiet(f"{tool}-save", "-t", "nat").stdout
+               for tool in ("iptables", "ip6tables"))
+
+
+def remove_portmap_shared() -> None:
+    """The shared CNI-HOSTPORT-* chains the bench's portmap ADDs made (both plugins leave them, by design), and
+    their jumps; only while CNI-HOSTPORT-DNAT sends nothing anywhere (no other user appeared meanwhile)."""
+    for tool in ("iptables", "ip6tables"):
+        lines = run_quiet(f"{tool}-save", "-t", "nat").stdout.splitlines()
+        if any(line.startswith(f"-A {PORTMAP_SHARED[0]} ") for line in lines):
+            continue
+        for line in lines:
+            words = shlex.split(line) if line.startswith("-A ") else []
+            if words and words[1] in ("PREROUTING", "OUTPUT", "POSTROUTING") and words[-1] in PORTMAP_SHARED:
+                run_quiet(tool, "-w", "-t", "nat", "-D", *words[1:])
+        for chain in PORTMAP_SHARED:
             run_quiet(tool, "-w", "-t", "nat", "-F", chain)
             run_quiet(tool, "-w", "-t", "nat", "-X", chain)
 
@@ -716,14 +804,16 @@ def parse_args(argv: list[str] | None) -> Options:
     mode.add_argument("--auto", action="store_true",
                       help="measure ours installed as by default: the first call (timed) starts the helper the "
                            "later ones use (default: installed with --no-auto-helper, every call standalone)")
+    parser.add_argument("--only", choices=("portmap",), default="",
+                        help="measure only these rows (portmap: its ADD and DEL, chained after the bridge)")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     if args.short:
         return Options(rounds=3, populations=[0, 5], parallel=5, parallel_rounds=1, json_path=args.json,
-                       helper=args.helper, auto=args.auto)
+                       helper=args.helper, auto=args.auto, only=args.only)
     return Options(rounds=args.rounds, populations=[0, 50, 200], parallel=50, parallel_rounds=3,
-                   json_path=args.json, helper=args.helper, auto=args.auto)
+                   json_path=args.json, helper=args.helper, auto=args.auto, only=args.only)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -739,7 +829,7 @@ def main(argv: list[str] | None = None) -> int:
     if tools:
         print(f"cniplug bench: command not found on PATH: {', '.join(tools)}", file=sys.stderr)
         return 2
-    needed = [f"{REFERENCE_DIR}/{kind}" for kind in ("bridge", "ptp", "host-local")]
+    needed = [f"{REFERENCE_DIR}/{kind}" for kind in ("bridge", "ptp", "host-local", "portmap")]
     missing = [path for path in needed if not os.access(path, os.X_OK)]
     if missing:
         print(f"cniplug bench needs the reference plugins: missing {', '.join(missing)}", file=sys.stderr)

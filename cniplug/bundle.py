@@ -15,6 +15,7 @@ change on upgrade. So a call that arrives during an install runs the old version
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import shutil
@@ -54,8 +55,11 @@ def build(out_dir: str) -> Path:
         cmd = [sys.executable, "-m", "PyInstaller", "--noconfirm", "--clean", "--log-level", "WARN", "--onedir",
                "--name", EXE, "--distpath", str(out), "--workpath", str(work / "build"), "--specpath", str(work),
                "--collect-submodules", "cniplug", "--collect-submodules", "prometheus_client",
-               "--add-data", f"{templates_dir()}{os.pathsep}cniplug/templates",
-               str(entry)]
+               "--add-data", f"{templates_dir()}{os.pathsep}cniplug/templates"]
+        if importlib.util.find_spec("kubernetes") is not None:  # `cniplug node --source kubernetes` (DaemonSet)
+            cmd += ["--hidden-import", "kubernetes.client", "--hidden-import", "kubernetes.config",
+                    "--hidden-import", "kubernetes.watch"]
+        cmd.append(str(entry))
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             tail = "\n".join(proc.stderr.strip().splitlines()[-5:])

@@ -25,6 +25,7 @@ PLUGINS = {
     "cniplug-firewall": "cniplug.plugins.firewall",
     "cniplug-tuning": "cniplug.plugins.tuning",
     "cniplug-bandwidth": "cniplug.plugins.bandwidth",
+    "cniplug-portmap": "cniplug.plugins.portmap",
 }
 
 WRAPPER = """#!{python} -IS
@@ -242,6 +243,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", choices=fastpath.LANGS, default=env_lang if env_lang in fastpath.LANGS else "en")
     sub.add_parser("plugin", help="run a plugin as its installed executable does: cniplug plugin NAME [--dry-run ...]",
                    add_help=False)
+    p = sub.add_parser("node", parents=[common], help="the node agent: routes to every node's pods (host-gw), "
+                       "no NAT between pods, this node's config list; `cniplug node demo`: simulated nodes with etcd")
+    from cniplug.node.agent import add_arguments as node_arguments
+
+    node_arguments(p)
     return top
 
 
@@ -309,6 +315,21 @@ def dispatch(argv: list[str]) -> int:
         if args.verb in ("add", "check", "del") and not args.netns:
             raise UsageError(net.say("net_need_netns", args.lang, verb=args.verb))
         return net.main(args.verb, args.network, args.netns, args.dry_run, args.lang)
+    if args.cmd == "node":
+        if args.action == "demo":
+            import cniplug.node.demo as node_demo
+
+            if not 2 <= args.nodes <= 9:
+                raise UsageError(f"--nodes {args.nodes}: 2-9")
+            if not 2 <= len(args.prefix) <= 6 or not args.prefix.isalnum() or not args.prefix.islower():
+                raise UsageError(f"--prefix {args.prefix!r}: 2-6 lower-case letters or digits")
+            return node_demo.main(args.nodes, args.prefix, args.lang)
+        import cniplug.node.agent as agent
+
+        try:
+            return int(agent.main(args))
+        except ValueError as err:
+            raise UsageError(str(err)) from None
     if args.cmd == "show":
         import cniplug.lab.show as show
 

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Set up a machine for cniplug: system tools (iproute2, iptables, the reference CNI plugins to compare
-# against; jq for the bash plugin in docs/examples; binutils for PyInstaller, which builds the self-contained runtime;
-# podman, containerd, runc and a static busybox for the end-to-end tests with real runtimes in
-# tests/e2e/test_runtimes.py) and a virtualenv in .venv with cniplug and its test tools. Idempotent; needs root for apt.
+# Set up a machine for cniplug: system tools (iproute2, iptables, nftables for the nft backends, the
+# reference CNI plugins to compare against; jq for the bash plugin in docs/examples; binutils for
+# PyInstaller, which builds the self-contained runtime; etcd-server and etcd-client for the node agent's
+# etcd source; podman, containerd, runc and a static busybox for the end-to-end tests with real runtimes
+# in tests/e2e/test_runtimes.py) and a virtualenv in .venv with cniplug and its test tools. Idempotent;
+# needs root for apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for pkg in iproute2 iptables containernetworking-plugins iputils-ping procps util-linux jq binutils \
-           podman containerd runc busybox-static; do
+for pkg in iproute2 iptables nftables containernetworking-plugins iputils-ping procps util-linux jq binutils etcd-server \
+    etcd-client podman containerd runc busybox-static; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

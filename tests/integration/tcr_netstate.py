@@ -234,6 +234,7 @@ def leftovers(host: str, containers: list[str], data_dir: Path, bridge: str) -> 
 # ---------------------------------------------------------------------------------------------- fake PATH
 
 WRAPPED = ("ip", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore", "sysctl", "nsenter", "tc")
+WRAPPED += ("nft",)  # cniplug-portmap's nftables backend: `nft -j -a list ...` probes, anything else mutates
 
 WRAPPER = r"""#!/bin/bash
 # tcr fault wrapper: counts mutating invocations, fails (or sleeps on) the chosen one, else runs the real command.
@@ -245,6 +246,7 @@ case "$name" in
   ip|nsenter|tc) for a in "$@"; do [ "$a" = -j ] && probe=1; done ;;
   iptables|ip6tables) for a in "$@"; do case "$a" in -S|-L|--list|--list-rules) probe=1 ;; esac; done ;;
   sysctl) probe=1; for a in "$@"; do case "$a" in -w|*=*) probe=0 ;; esac; done ;;
+  nft) for a in "$@"; do [ "$a" = list ] && probe=1; done ;;
 esac
 exec 8>>"$d/lock"
 flock 8

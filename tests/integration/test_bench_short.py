@@ -15,6 +15,7 @@ import pytest
 
 from cniplug import bench
 from cniplug.plugins.common import chain_name
+from cniplug.plugins.portmap import dn_chain
 
 pytestmark = pytest.mark.root
 
@@ -27,6 +28,7 @@ SHORT_ROWS = [
     "CPU/ADD bridge @0 [ms]", "CPU/ADD bridge @5 [ms]", "CPU/ADD ptp [ms]",
     "peak RSS bridge ADD [MB]", "peak RSS ptp ADD [MB]",
     "5 parallel ADD wall [s]", "dry-run bridge ADD (ours) [ms]",
+    "portmap ADD [ms]", "portmap DEL [ms]",
 ]
 
 
@@ -63,6 +65,7 @@ def test_bench_short_runs_prints_every_row_and_cleans_up(tmp_path: Path, capsys:
     assert not [link["ifname"] for link in json.loads(out("ip", "-j", "link", "show"))
                 if link["ifname"].startswith(prefix)]
     chains = {chain_name(net, cid) for net, cids in doc["container_ids"].items() for cid in cids}
+    chains |= {dn_chain(net, cid) for net, cids in doc["container_ids"].items() for cid in cids}
     assert chains, "the report names no container ids"
     for tool in ("iptables-save", "ip6tables-save"):
         nat = out(tool, "-t", "nat")

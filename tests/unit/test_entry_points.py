@@ -41,6 +41,10 @@ def config(plugin: str, tmp_path: Path, version: str = "1.0.0") -> bytes:
     body: dict[str, Any] = {"cniVersion": version, "name": "tepnet", "type": plugin, "bridge": "tepbr0"}
     if plugin != "cniplug-loopback":
         body["ipam"] = ipam
+    if plugin == "cniplug-portmap":  # chained: it needs the previous plugin's result (and reaches `ip` after it)
+        body["prevResult"] = {"cniVersion": version, "interfaces": [{"name": "eth0", "sandbox": "/run/netns/x"}],
+                              "ips": [{"address": "10.248.12.2/24", "interface": 0}]}
+        body["runtimeConfig"] = {"portMappings": [{"hostPort": 1, "containerPort": 1}]}
     return json.dumps(body).encode()
 
 
