@@ -10,7 +10,7 @@ Isolation from the machine's own runtimes (nothing under /etc is written; their 
   temporary directory; driven over the CRI gRPC API with stubs generated at test time from the CRI
   api.proto that contrib/fetch-cri-proto.sh takes from Debian's containerd source (there is no crictl in
   Debian). CRI_PROTO overrides where that file is.
-- CNI: a private bin dir made by `cniplug install --bin-dir`, plus the portmap plugin (PORTMAP_TYPE below)
+- CNI: a private bin dir made by `cniplug install --bin-dir` (with the portmap plugin, PORTMAP_TYPE below)
   and, for containerd's own loopback network (type "loopback", added by the CRI plugin to every pod), a copy
   of the installed cniplug-loopback named `loopback`. IPAM keeps its reservations in a private dataDir.
   Every test runs with two installs (CniBin): standalone, and the default one whose first call starts a
@@ -64,9 +64,10 @@ from cniplug.plugins.bridge import lock_path
 
 pytestmark = pytest.mark.root
 
-# The plugin that publishes ports (`-p`, hostPort). The reference one for now; switching to cniplug's own is
-# this one line ("cniplug-portmap": then `cniplug install` provides it and nothing is copied).
-PORTMAP_TYPE = "portmap"
+# The plugin that publishes ports (`-p`, hostPort): cniplug's own, installed by `cniplug install`, so every
+# list here is made of cniplug plugins only. "portmap" (the reference, copied from /usr/lib/cni) runs the same
+# tests with it.
+PORTMAP_TYPE = "cniplug-portmap"
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE_DIR = Path("/usr/lib/cni")
