@@ -13,20 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from cniplug import __version__, fastpath, rundir
+from cniplug.plugins import PLUGINS as PLUGINS  # the registry (cli.PLUGINS for callers)
 from cniplug.spec import CNIError
-
-# Plugin type (the `type` in a network config) -> its module: HANDLERS (verb -> function), ABOUT, main().
-PLUGINS = {
-    "cniplug-bridge": "cniplug.plugins.bridge",
-    "cniplug-ptp": "cniplug.plugins.ptp",
-    "cniplug-loopback": "cniplug.plugins.loopback",
-    "cniplug-host-local": "cniplug.plugins.host_local",
-    "cniplug-static": "cniplug.plugins.static",
-    "cniplug-firewall": "cniplug.plugins.firewall",
-    "cniplug-tuning": "cniplug.plugins.tuning",
-    "cniplug-bandwidth": "cniplug.plugins.bandwidth",
-    "cniplug-portmap": "cniplug.plugins.portmap",
-}
 
 WRAPPER = """#!{python} -IS
 # cniplug plugin {name}: installed by `cniplug install`. A runtime may exec this with only CNI_*

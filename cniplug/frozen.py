@@ -30,7 +30,7 @@ def install_settings(exe: str) -> dict[str, object] | None:
 
 def main() -> None:
     name = sys.argv[0].rpartition("/")[2]
-    from cniplug.cli import PLUGINS  # a dict literal: cheap
+    from cniplug.plugins import PLUGINS  # a dict literal: cheap (cli would import argparse)
 
     if name in PLUGINS:
         from cniplug.fastpath import main as plugin_main

@@ -22,7 +22,7 @@ runs it through libcni. This module does what libcni 1.1/1.2 (`libcni/api.go`, `
 
 Like libcni, a failed ADD is not undone here: the runtime (or the user) calls DEL.
 
-`--dry-run` prints one bash script for the list: for each cniplug plugin (a type in cli.PLUGINS) its own
+`--dry-run` prints one bash script for the list: for each cniplug plugin (a type in cniplug.plugins.PLUGINS) its own
 --dry-run script, rendered in this process with the stdin it would get (with a built-in IPAM, the IPAM
 plugin's script for the on-disk store too); for any other plugin the exec libcni would make, commented
 out, since its effects cannot be shown. A later plugin's prevResult is the earlier one's dry-run result
@@ -681,8 +681,8 @@ def _unlink(path: str) -> None:
 
 
 def ours(kind: str) -> bool:
-    """Is `kind` a cniplug plugin type (the registry in cli.PLUGINS)? Those render their --dry-run here."""
-    from cniplug.cli import PLUGINS
+    """Is `kind` a cniplug plugin type (the registry, cniplug.plugins.PLUGINS)? Those render their --dry-run here."""
+    from cniplug.plugins import PLUGINS
 
     return kind in PLUGINS
 

@@ -17,7 +17,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from cniplug.script import Script, Step
+from cniplug.script import HANDLE, Script, Step
 from cniplug.spec import ERR_INTERNAL, ERR_TRY_AGAIN_LATER, CNIError
 
 log = logging.getLogger("cniplug")
@@ -144,6 +144,7 @@ class Runner:
         """
         if len(group) == 1:
             result = self.call(group[0].argv)
+            group[0].output = result.stdout
             return (1, None) if result.rc == 0 else (0, (group[0], result))
         argv, stdin = batch_command(group)
         result = self.call(argv, stdin)
@@ -161,9 +162,21 @@ class Runner:
     def rollback(self, done: list[Step]) -> None:
         for step in reversed(done):
             for undo in step.undo:
+                if HANDLE in undo:
+                    undo = with_handle(undo, step.output)
+                    if not undo:
+                        log.warning("rollback of %s: it printed no handle: %r", step.line, step.output)
+                        continue
                 result = self.call(undo)
                 if result.rc != 0:
                     log.warning("rollback step %s failed: %s", undo, result.stderr.strip())
+
+
+def with_handle(undo: list[str], output: str) -> list[str]:
+    """An undo argv with the word @handle replaced by the last `# handle N` in `output` (what
+    `nft --echo --handle` printed); [] when there is none (script.py: #undo)."""
+    found = re.findall(r"# handle (\d+)", output)
+    return [found[-1] if word == HANDLE else word for word in undo] if found else []
 
 
 _IP_BATCHABLE = re.compile(r"^[A-Za-z0-9_.:/=@+,-]+$")  # words ip's batch parser reads as we mean them

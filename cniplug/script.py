@@ -3,7 +3,9 @@
 The directive syntax, all of it (each line of the body is one of):
 
     # text            an explanation; shown in --dry-run, attached to the next step as its note
-    #undo COMMAND     how to undo the step above it (several allowed: run in the order written)
+    #undo COMMAND     how to undo the step above it (several allowed: run in the order written); the word
+                      @handle stands for the handle the step printed (`nft --echo --handle add rule ...` ends
+                      its output with `# handle N`): nft deletes a rule only by handle
     COMMAND           a step: one simple command, split with shlex into argv (no pipes, no redirects)
     COMMAND || true   a step whose failure is ignored (bash ignores it too)
     COMMAND 2>/dev/null
@@ -49,6 +51,7 @@ def header(lang: str = "en") -> str:
 
 
 UNDO = "#undo "
+HANDLE = "@handle"
 OBSERVE = "#observe"
 TOLERANT = "|| true"
 QUIET = "2>/dev/null"
@@ -71,6 +74,7 @@ class Step:
     tolerant: bool = False
     quiet: bool = False  # `2>/dev/null`: a failure is ignored and not shown
     observe: bool = False  # only shows state (#observe)
+    output: str = ""  # what the step printed when it ran alone (the runner fills it in; see HANDLE)
 
 
 @dataclass

@@ -1,10 +1,13 @@
 """cniplug-bridge: the tutorial's example 2 as a CNI plugin (veth into a Linux bridge, gateway, NAT).
 
-Config keys and defaults follow the reference bridge plugin (cni-notes 3.1).
+Config keys and defaults follow the reference bridge plugin (cni-notes 3.1); the keys the Debian 1.1.1
+reference lacks (ipMasqBackend, vlanTrunk, portIsolation, disableContainerInterface) follow
+containernetworking/plugins v1.9.1 (plugins/main/bridge/bridge.go), read, not copied.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 from collections.abc import Callable, Iterator
@@ -12,14 +15,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from cniplug import facts, ipam, rundir, skel
+from cniplug import facts, ipam, nft, rundir, skel
 from cniplug.plugins import common
 from cniplug.skel import Request, check_ifname
 from cniplug.spec import (
     ERR_INTERNAL,
     ERR_INVALID_CONFIG,
     ERR_NOT_AVAILABLE_LIMITED,
-    ERR_UNSUPPORTED_FIELD,
     CNIError,
 )
 
@@ -41,6 +43,58 @@ class BridgeConfig:
     promisc: bool
     vlan: int
     enable_dad: bool
+    masq_backend: str = "iptables"
+    macspoofchk: bool = False
+    port_isolation: bool = False
+    vlan_trunk: list[int] | None = None  # None: key absent; [] (present, no VLAN) still turns on vlan_filtering
+    disable_container_interface: bool = False
+    preserve_default_vlan: bool = False
+
+    @property
+    def vlan_gateway(self) -> str:
+        """Name of the gateway interface of `vlan` with isGateway: "<bridge>.<vlan>" (reference), else ""."""
+        return f"{self.bridge}.{self.vlan}" if self.vlan and self.is_gateway else ""
+
+
+def parse_vlan_trunk(value: Any) -> list[int] | None:
+    """config['vlanTrunk'] -> the sorted VLAN ids (None when absent or null).
+
+    Each entry is {"id": N} and/or {"minID": A, "maxID": B} (A <= B), ids 1..4094; both minID and maxID or
+    neither (reference collectVlanTrunk, v1.9.1). CNIError 7 naming the field and value otherwise.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise CNIError(ERR_INVALID_CONFIG, f"field 'vlanTrunk' must be a list, got {value!r}")
+    vids: set[int] = set()
+    for entry in value:
+        if not isinstance(entry, dict):
+            raise CNIError(ERR_INVALID_CONFIG, f"field 'vlanTrunk': entry {entry!r} must be an object")
+        for key in ("id", "minID", "maxID"):
+            v = entry.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 4094):
+                raise CNIError(ERR_INVALID_CONFIG, f"field 'vlanTrunk': {key} must be an integer in 1..4094, got {v!r}")
+        low, high = entry.get("minID"), entry.get("maxID")
+        if (low is None) != (high is None):
+            raise CNIError(ERR_INVALID_CONFIG, f"field 'vlanTrunk': minID and maxID go together, got {entry!r}")
+        if low is not None and high is not None:
+            if high < low:
+                raise CNIError(ERR_INVALID_CONFIG, f"field 'vlanTrunk': minID {low} is greater than maxID {high}")
+            vids.update(range(low, high + 1))
+        if entry.get("id") is not None:
+            vids.add(entry["id"])
+    return sorted(vids)
+
+
+def vid_ranges(vids: list[int]) -> list[tuple[int, int]]:
+    """[2, 3, 4, 7] -> [(2, 4), (7, 7)]: consecutive ids as one `bridge vlan add ... vid A-B`."""
+    out: list[tuple[int, int]] = []
+    for v in vids:
+        if out and out[-1][1] == v - 1:
+            out[-1] = (out[-1][0], v)
+        else:
+            out.append((v, v))
+    return out
 
 
 def parse_config(req: Request) -> BridgeConfig:
@@ -64,15 +118,17 @@ def parse_config(req: Request) -> BridgeConfig:
     )
     if cfg.hairpin and cfg.promisc:
         raise CNIError(ERR_INVALID_CONFIG, "cannot set hairpinMode and promiscMode at the same time")
-    if common.get_bool(c, "macspoofchk"):
-        raise CNIError(ERR_UNSUPPORTED_FIELD, "field 'macspoofchk': true is not supported",
-                       "the reference implements it with nftables; cniplug uses only ip/iptables/sysctl")
-    if cfg.vlan and cfg.is_gateway:
-        raise CNIError(ERR_UNSUPPORTED_FIELD, f"field 'vlan': {cfg.vlan} together with isGateway is not supported",
-                       "use vlan for L2 attachments, or isGateway without vlan")
-    for key in ("vlanTrunk", "disableContainerInterface", "portIsolation"):
-        if c.get(key):
-            raise CNIError(ERR_UNSUPPORTED_FIELD, f"field {key!r}: {c[key]!r} is not supported")
+    cfg.masq_backend = nft.masq_backend(c)
+    cfg.macspoofchk = common.get_bool(c, "macspoofchk")
+    cfg.port_isolation = common.get_bool(c, "portIsolation")
+    cfg.vlan_trunk = parse_vlan_trunk(c.get("vlanTrunk"))
+    cfg.disable_container_interface = common.get_bool(c, "disableContainerInterface")
+    cfg.preserve_default_vlan = common.get_bool(c, "preserveDefaultVlan")
+    if cfg.disable_container_interface and ipam.ipam_type(req):
+        raise CNIError(ERR_INVALID_CONFIG, "cannot use IPAM when disableContainerInterface is set",
+                       "the container interface stays down without addresses (reference bridge)")
+    if cfg.vlan_gateway:
+        check_ifname(cfg.vlan_gateway, "bridge + '.' + vlan (the VLAN gateway interface)")
     ipam.ipam_type(req)
     return cfg
 
@@ -165,8 +221,10 @@ def remove_stale_locks() -> list[str]:
 def changes_shared_state(context: dict[str, Any]) -> bool:
     """Does this ADD change anything other containers on the bridge depend on?"""
     bridge = context["bridge"]
+    vlan_gw = context["vlan_gw"]
     return bool(bridge["create"] or not bridge["up"] or bridge["promisc"] or bridge["accept_ra_set"]
-                or bridge["pin_mac"] or context["forwarding"] or any(not g["present"] for g in context["gateways"]))
+                or bridge["pin_mac"] or context["forwarding"] or any(not g["present"] for g in context["gateways"])
+                or (vlan_gw and (vlan_gw["create"] or not vlan_gw["up"])))
 
 
 def gateway_of(ip: dict[str, Any], cfg: BridgeConfig) -> str:
@@ -206,7 +264,19 @@ def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None
     ipv6 = facts.has_ipv6()
     accept_ra_old = facts.sysctl(f"net.ipv6.conf.{cfg.bridge}.accept_ra") if exists else None
     bridge_up = exists and bool(facts.link_flags(cfg.bridge) & facts.IFF_UP)
-    bridge_addrs = facts.addresses(["ip"], cfg.bridge) if exists and cfg.is_gateway else []
+    # With vlan, the gateway addresses go on the VLAN's gateway interface <bridge>.<vlan>, not on the bridge.
+    vlan_gw = None
+    gw_link = cfg.bridge
+    if cfg.vlan_gateway and ips:
+        gw_link = cfg.vlan_gateway
+        gw_exists = facts.link_exists(gw_link)
+        vlan_gw = {"name": gw_link, "create": not gw_exists, "vlan": cfg.vlan, "mtu": cfg.mtu,
+                   "vlan_del_default": not cfg.preserve_default_vlan,
+                   # its bridge port: named after the interface (the reference picks a random veth name)
+                   "host": "veth" + hashlib.sha512(gw_link.encode()).hexdigest()[:8],
+                   "up": gw_exists and bool(facts.link_flags(gw_link) & facts.IFF_UP)}
+    gw_link_exists = exists if gw_link == cfg.bridge else not vlan_gw or not vlan_gw["create"]
+    bridge_addrs = facts.addresses(["ip"], gw_link) if gw_link_exists and cfg.is_gateway else []
     families = {ipaddress.ip_interface(ip["address"]).version for ip in ips}
 
     gateways: list[dict[str, Any]] = []
@@ -219,7 +289,8 @@ def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None
             conflicting = [a for a in bridge_addrs if a != cidr and ipaddress.ip_interface(a).version == iface.version
                            and (iface.version == 4 or ipaddress.ip_interface(a).network.overlaps(iface.network))]
             if conflicting and not present and not cfg.force_address:
-                raise CNIError(ERR_INVALID_CONFIG, f"bridge {cfg.bridge!r} already has an IP address different "
+                raise CNIError(ERR_INVALID_CONFIG, f"{'bridge' if gw_link == cfg.bridge else 'interface'} {gw_link!r} "
+                               "already has an IP address different "
                                f"from {cidr}: {', '.join(conflicting)}", "set forceAddress to replace it")
             if any(g["cidr"] == cidr for g in gateways):
                 continue
@@ -238,24 +309,37 @@ def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None
             sysctls += [(f"net.ipv6.conf.{req.ifname}.enhanced_dad", 1), (f"net.ipv6.conf.{req.ifname}.accept_dad", 1)]
         else:
             sysctls.append((f"net.ipv6.conf.{req.ifname}.accept_dad", 0))
+    trunk = cfg.vlan_trunk or []
     context = {
-        "bridge": {"name": cfg.bridge, "create": not exists, "mtu": cfg.mtu, "vlan_filtering": bool(cfg.vlan),
+        "bridge": {"name": cfg.bridge, "create": not exists, "mtu": cfg.mtu,
+                   "vlan_filtering": bool(cfg.vlan) or cfg.vlan_trunk is not None,
                    "mac": common.random_mac() if not exists else "", "promisc": cfg.promisc and not (
                        exists and facts.link_flags(cfg.bridge) & facts.IFF_PROMISC),
                    "accept_ra_set": ipv6 and accept_ra_old != "0", "accept_ra_old": accept_ra_old,
                    "up": bridge_up,
                    # A bridge whose MAC was never set takes its lowest port's: pin it, as the reference does.
-                   "pin_mac": facts.mac_of(cfg.bridge) if exists and cfg.is_gateway
+                   "pin_mac": facts.mac_of(cfg.bridge) if exists and cfg.is_gateway and not vlan_gw
                    and facts.addr_assign_type(cfg.bridge) != 3 else ""},
         "veth": {"host": host_veth, "peer": req.ifname, "netns": req.netns, "mtu": cfg.mtu, "mac": mac,
-                 "hairpin": cfg.hairpin, "vlan": cfg.vlan, "accept_ra": ipv6},
+                 "hairpin": cfg.hairpin, "vlan": cfg.vlan, "accept_ra": ipv6, "isolated": cfg.port_isolation,
+                 # reference setupVeth: the port leaves VLAN 1 when it gets a vlan or trunk VLANs ...
+                 "vlan_del_default": bool(cfg.vlan or trunk) and not cfg.preserve_default_vlan,
+                 "trunk": vid_ranges(trunk),
+                 # ... and a trunk without vlan keeps VLAN 1 as its untagged (native) VLAN
+                 "native": bool(trunk) and not cfg.vlan},
+        "spoof": nft.spoof_plan(req.container_id, req.ifname, host_veth, mac) if cfg.macspoofchk else None,
         "container": {"ip": facts.ns_ip(req.netns), "exec": facts.ns_exec(req.netns), "sysctls": sysctls,
-                      "addrs": [ip["address"] for ip in ips], "up": True,
+                      "addrs": [ip["address"] for ip in ips], "up": not cfg.disable_container_interface,
+                      "ifname": req.ifname,
                       "broadcast": [ip["address"] for ip in ips if ":" not in ip["address"]],
                       "routes": common.routes_with_gateways(result)},
         "gateways": gateways,
+        "gw_link": gw_link,
+        "vlan_gw": vlan_gw,
         "forwarding": forwarding,
-        "masq": common.masq_plan(req, ips) if cfg.ip_masq and ips else None,
+        "masq": common.masq_plan(req, ips) if cfg.ip_masq and ips and cfg.masq_backend == "iptables" else None,
+        "nft_masq": common.nft_masq_plan(req, ips) if cfg.ip_masq and ips and cfg.masq_backend == "nftables"
+        else None,
         "ipam_note": {"type": ipam.ipam_type(req), "addrs": ", ".join(ip["address"] for ip in ips)} if ips else None,
     }
     return context, result
@@ -272,25 +356,32 @@ def add(req: Request) -> dict[str, Any] | str | None:
     with common.maybe_lock(req, bridge_lock, cfg.bridge) as release, common.ipam_transaction(req) as ipam_result:
         host_veth = common.host_veth_name()
         mac = mac or common.random_mac()
-        context, result = plan_add(req, cfg, ipam_result, host_veth, mac)
-        if not changes_shared_state(context):
-            release()  # only this container's veth, addresses and NAT rules from here on
-        text = common.perform(req, "bridge/add.sh.j2", **context)
+
+        def release_unless_shared(context: dict[str, Any]) -> None:
+            if not changes_shared_state(context):
+                release()  # only this container's veth, addresses and NAT rules from here on
+
+        text, context, result = common.perform_with_nft(
+            req, "bridge/add.sh.j2", lambda: plan_add(req, cfg, ipam_result, host_veth, mac),
+            before=release_unless_shared)
         if text is not None:
             # The result as far as it is known unprinted: the bridge's MAC when it exists or is made with a
             # fixed one; the host veth's MAC is the kernel's choice, so it is left out.
             bridge_mac = context["bridge"]["mac"] or (facts.mac_of(cfg.bridge) if not context["bridge"]["create"]
                                                       else "")
-            req.dry_result = {**result, "interfaces": interfaces(req, cfg, host_veth, mac, bridge_mac, "")}
+            req.dry_result = {**result, "interfaces": interfaces(req, cfg, host_veth, mac, bridge_mac, "",
+                                                                 bool(context["vlan_gw"]))}
             return text
-    result["interfaces"] = interfaces(req, cfg, host_veth, mac, facts.mac_of(cfg.bridge), facts.mac_of(host_veth))
+    result["interfaces"] = interfaces(req, cfg, host_veth, mac, facts.mac_of(cfg.bridge), facts.mac_of(host_veth),
+                                      bool(context["vlan_gw"]))
     return result
 
 
 def interfaces(req: Request, cfg: BridgeConfig, host_veth: str, mac: str, bridge_mac: str,
-               veth_mac: str) -> list[dict[str, Any]]:
-    """The result's interfaces: bridge, host veth, container end (index 2, with the mtu when set); a MAC
-    that is "" (unknown in a --dry-run) is left out."""
+               veth_mac: str, vlan_gw: bool = False) -> list[dict[str, Any]]:
+    """The result's interfaces: bridge, host veth, container end (index 2, with the mtu when set), and with
+    `vlan_gw` the VLAN's gateway interface last (reference); a MAC that is "" (unknown in a --dry-run) is
+    left out."""
     out: list[dict[str, Any]] = [
         {"name": cfg.bridge, "mac": bridge_mac},
         {"name": host_veth, "mac": veth_mac},
@@ -301,6 +392,10 @@ def interfaces(req: Request, cfg: BridgeConfig, host_veth: str, mac: str, bridge
             del entry["mac"]
     if cfg.mtu:
         out[2]["mtu"] = cfg.mtu
+    if vlan_gw:
+        out.append({"name": cfg.vlan_gateway, "mac": facts.mac_of(cfg.vlan_gateway)})
+        if not out[-1]["mac"]:  # a --dry-run before it exists
+            del out[-1]["mac"]
     return out
 
 
@@ -313,6 +408,8 @@ def delete(req: Request) -> str | None:
         req, "bridge/del.sh.j2", best_effort=True, alive=alive, ifname=req.ifname,
         container_ip=facts.ns_ip(req.netns) if alive else [],
         masq=common.masq_teardown(req) if cfg.ip_masq else [],
+        nft_masq=common.nft_masq_teardown(req) if cfg.ip_masq else None,
+        spoof=nft.spoof_teardown(req.container_id, req.ifname) if cfg.macspoofchk else None,
     )
     if text is None:
         ipam.run(req, "DEL")
@@ -321,7 +418,7 @@ def delete(req: Request) -> str | None:
 
 def check(req: Request) -> None:
     cfg = parse_config(req)
-    common.check_veth(req, cfg.ip_masq, bridge=cfg.bridge)
+    common.check_veth(req, cfg.ip_masq, bridge=cfg.bridge, backend=cfg.masq_backend)
 
 
 def gc(req: Request) -> str | None:
@@ -340,7 +437,7 @@ def status(req: Request) -> None:
     """Can ADD be served now? 50 from IPAM (e.g. no address left), or when a tool is missing; 51 when
     the bridge exists but is down: ADD could work, but the containers already on it are cut off."""
     cfg = parse_config(req)
-    common.check_tools(cfg.ip_masq)
+    common.check_tools(cfg.ip_masq, cfg.masq_backend, nft_needed=cfg.macspoofchk)
     if facts.link_exists(cfg.bridge) and not facts.link_flags(cfg.bridge) & facts.IFF_UP:
         raise CNIError(ERR_NOT_AVAILABLE_LIMITED, f"bridge {cfg.bridge!r} is down",
                        "containers attached to it have no connectivity")

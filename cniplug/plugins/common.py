@@ -186,11 +186,13 @@ def masq_teardown(req: Request) -> list[dict[str, Any]]:
     Found from the kernel, not from the container's addresses, so DEL cleans up even when the
     namespace is gone (the reference leaks the chain then).
     """
-    from cniplug import facts
+    from cniplug import facts, nft
 
     chain = chain_name(req.name, req.container_id)
     out = []
     for family, tool in ((4, "iptables"), (6, "ip6tables")):
+        if not nft.installed(tool):  # nothing can have been made with it (the nftables backend, issue #13)
+            continue
         jumps = [shlex.split(line)[2:] for line in facts.iptables_rules(family, "nat", "POSTROUTING")
                  if line.startswith("-A POSTROUTING ") and line.endswith(f"-j {chain}")]
         # A jump means the chain exists; only without one is the chain itself looked up.
@@ -251,12 +253,14 @@ def gc_masq(req: Request) -> str | None:
 
     Our chains carry the comment `name: "<net>" id: "<id>"`, so they can be told apart by network.
     """
-    from cniplug import facts
+    from cniplug import facts, nft
 
     valid = _attachment_ids(req)
     stale: dict[str, dict[str, Any]] = {}
     if valid is not None:
         for family, tool in ((4, "iptables"), (6, "ip6tables")):
+            if not nft.installed(tool):
+                continue
             lines = facts.iptables_rules(family, "nat", "POSTROUTING")
             for line in lines:
                 if not line.startswith("-A POSTROUTING "):
@@ -270,7 +274,42 @@ def gc_masq(req: Request) -> str | None:
                 chain = words[-1]
                 entry = stale.setdefault(f"{tool} {chain}", {"tool": tool, "chain": chain, "jumps": []})
                 entry["jumps"].append(words[2:])
-    return perform(req, "masq_gc.sh.j2", best_effort=True, masq=list(stale.values()), network=req.name)
+    pairs = _attachment_pairs(req)
+    nft_handles = nft.masq_stale(req.name, pairs) if pairs is not None else []
+    return perform(req, "masq_gc.sh.j2", best_effort=True, masq=list(stale.values()), network=req.name,
+                   nft_masq={"family": nft.MASQ_FAMILY, "name": nft.MASQ_TABLE, "chain": nft.MASQ_CHAIN,
+                             "handles": nft_handles})
+
+
+def _attachment_pairs(req: Request) -> set[tuple[str, str]] | None:
+    """(containerID, ifname) of cni.dev/valid-attachments (or cni.dev/attachments); None = key absent.
+    The nftables masquerade rules name the interface too (reference gcIPMasqNFTables); an entry without
+    ifname keeps nothing of its container's nftables rules. Entries are validated by _attachment_ids."""
+    if _attachment_ids(req) is None:
+        return None
+    for key in ("cni.dev/valid-attachments", "cni.dev/attachments"):
+        if key in req.config:
+            return {(e["containerID"], e["ifname"]) for e in req.config[key] or []
+                    if isinstance(e.get("ifname"), str)}
+    return None
+
+
+def nft_masq_teardown(req: Request) -> dict[str, Any] | None:
+    """DEL: this attachment's nftables masquerade rules (their handles), whatever backend the config names
+    now: like the reference, DEL removes what either backend made. None when there are none."""
+    from cniplug import nft
+
+    handles = nft.masq_teardown(req.name, req.ifname, req.container_id)
+    if not handles:
+        return None
+    return {"family": nft.MASQ_FAMILY, "name": nft.MASQ_TABLE, "chain": nft.MASQ_CHAIN, "handles": handles}
+
+
+def nft_masq_plan(req: Request, ips: list[dict[str, Any]]) -> dict[str, Any]:
+    """ADD with ipMasqBackend nftables: context for the nft_masq_add macro (cniplug/nft.py, masq_plan)."""
+    from cniplug import nft
+
+    return nft.masq_plan(req.name, req.ifname, req.container_id, [ip["address"] for ip in ips])
 
 
 def check_attachment(req: Request, prev: dict[str, Any], bridge: str = "") -> None:
@@ -341,19 +380,22 @@ def check_masq(req: Request, prev: dict[str, Any]) -> None:
                 raise CNIError(ERR_INTERNAL, f"NAT rule for {source} -> {plan['chain']} missing in POSTROUTING")
 
 
-def check_tools(ip_masq: bool) -> None:
-    """STATUS: the commands ADD will run must be installed (code 50 otherwise)."""
+def check_tools(ip_masq: bool, backend: str = "iptables", nft_needed: bool = False) -> None:
+    """STATUS: the commands ADD will run must be installed (code 50 otherwise): iptables for ipMasq with the
+    iptables backend, nft for the nftables one or for `nft_needed` (macspoofchk)."""
     from cniplug import runner
 
-    for tool in ["ip", "sysctl", "nsenter"] + (["iptables", "iptables-restore"] if ip_masq else []):
+    masq = (["iptables", "iptables-restore"] if backend == "iptables" else ["nft"]) if ip_masq else []
+    for tool in ["ip", "sysctl", "nsenter"] + masq + (["nft"] if nft_needed else []):
         try:
             runner.which(tool)
         except CNIError:
-            raise CNIError(ERR_NOT_AVAILABLE, f"command {tool!r} not found", "install iproute2/iptables") from None
+            raise CNIError(ERR_NOT_AVAILABLE, f"command {tool!r} not found",
+                           "install iproute2/iptables/nftables") from None
 
 
-def flock_with_timeout(fd: int, timeout: float, busy: str) -> None:
-    """Blocking exclusive flock; past `timeout` seconds a CNI "try again later" (11) instead."""
+def flock_with_timeout(fd: int, timeout: float, busy: str, shared: bool = False) -> None:
+    """Blocking exclusive (or `shared`) flock; past `timeout` seconds a CNI "try again later" (11) instead."""
     import fcntl
     import signal
 
@@ -363,7 +405,7 @@ def flock_with_timeout(fd: int, timeout: float, busy: str) -> None:
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -382,7 +424,17 @@ def forwarding_plan(families: Iterable[int]) -> dict[str, Any] | None:
     return {"settings": [(key, 1) for key in old], "old": old} if old else None
 
 
-def check_veth(req: Request, ip_masq: bool, bridge: str = "") -> None:
+def check_nft_masq(req: Request, prev: dict[str, Any]) -> None:
+    """CHECK with the nftables backend: a masquerade rule of this attachment for each of its addresses."""
+    from cniplug import nft
+
+    missing = nft.masq_present(req.name, req.ifname, req.container_id, [ip["address"] for ip in prev.get("ips", [])])
+    if missing:
+        raise CNIError(ERR_INTERNAL, f"nftables masquerade rule for {', '.join(missing)} missing in "
+                       f"{nft.MASQ_FAMILY} {nft.MASQ_TABLE} {nft.MASQ_CHAIN} (ipMasq)")
+
+
+def check_veth(req: Request, ip_masq: bool, bridge: str = "", backend: str = "iptables") -> None:
     """CHECK for the veth plugins: IPAM first, then the attachment against prevResult, then NAT."""
     from cniplug import facts, ipam
 
@@ -395,7 +447,10 @@ def check_veth(req: Request, ip_masq: bool, bridge: str = "") -> None:
         raise CNIError(ERR_INTERNAL, f"bridge {bridge!r} does not exist or is not a bridge")
     check_attachment(req, prev, bridge=bridge)
     if ip_masq:
-        check_masq(req, prev)
+        if backend == "nftables":
+            check_nft_masq(req, prev)
+        else:
+            check_masq(req, prev)
 
 
 def gc(req: Request) -> str | None:
@@ -407,3 +462,79 @@ def gc(req: Request) -> str | None:
         return text
     ipam.run(req, "GC")
     return None
+
+
+# ---- nftables tables shared by every attachment (issue #13) ----------------------------------------------
+
+NFT_LOCK_TIMEOUT = 120.0
+
+
+def nft_lock_path() -> str:
+    from cniplug import rundir
+
+    return f"{rundir.RUN_DIR}/nft.lock"
+
+
+def creates_nft_tables(context: dict[str, Any]) -> bool:
+    """Does this ADD create an nftables table or base chain (which its rollback would delete, whoever's rules
+    are in it by then)?"""
+    masq, spoof = context.get("nft_masq"), context.get("spoof")
+    return bool((masq and (masq["table"] or masq["chain"] or masq["postrouting"]))
+                or (spoof and (spoof["table"] or spoof["base"])))
+
+
+def perform_with_nft(req: Request, template: str, plan: Callable[[], tuple[dict[str, Any], dict[str, Any]]],
+                     before: Callable[[dict[str, Any]], None] | None = None) -> tuple[str | None, dict[str, Any],
+                                                                                        dict[str, Any]]:
+    """plan() -> (context, result), then perform(template); -> (perform's text, context, result).
+
+    An ADD that uses nftables holds /run/cniplug/nft.lock while it runs: shared, so such ADDs run in
+    parallel, and exclusive (re-planned under it) when it creates a table or base chain. Its rollback deletes
+    what it created; no other ADD can have put rules there meanwhile, nor see those tables half made.
+    `before(context)` runs once the final plan is known (the bridge releases its own lock there).
+    CNIError 999 when the lock cannot be opened, 11 when it stays busy for NFT_LOCK_TIMEOUT seconds.
+    """
+    context, result = plan()
+    if req.dry_run or not (context.get("nft_masq") or context.get("spoof")):
+        if before:
+            before(context)
+        return perform(req, template, **context), context, result
+    exclusive = creates_nft_tables(context)
+    fd = nft_lock(shared=not exclusive)
+    try:
+        context, result = plan()  # what is there now, under the lock
+        if creates_nft_tables(context) and not exclusive:  # they went away meanwhile: become the creator
+            os.close(fd)
+            fd = nft_lock(shared=False)
+            context, result = plan()
+        if before:
+            before(context)
+        return perform(req, template, **context), context, result
+    finally:
+        os.close(fd)
+
+
+def nft_lock(shared: bool) -> int:
+    """Open and flock /run/cniplug/nft.lock; -> the fd (closing it releases the lock). Whoever removes the file
+    does so while holding it exclusively, so a lock taken on a file unlinked meanwhile is taken again on the
+    new one (as bridge_lock does). CNIError 999 when it cannot be opened, 11 when busy too long."""
+    from cniplug import rundir
+
+    path = nft_lock_path()
+    while True:
+        try:
+            rundir.ensure()
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as err:
+            raise CNIError(ERR_INTERNAL, f"cannot open the nftables lock: {err}", "cniplug runs as root") from None
+        try:
+            flock_with_timeout(fd, NFT_LOCK_TIMEOUT, "the nftables tables are busy", shared=shared)
+            st, mine = os.stat(path), os.fstat(fd)
+            if (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
+                return fd
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)

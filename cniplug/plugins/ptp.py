@@ -1,6 +1,7 @@
 """cniplug-ptp: a routed veth pair per container; the host is the router (tutorial examples 1 and 3).
 
-Config keys follow the reference ptp plugin (cni-notes 3.2): ipMasq, mtu, ipam (required), dns.
+Config keys follow the reference ptp plugin (cni-notes 3.2): ipMasq, ipMasqBackend (reference 1.6.0+:
+"iptables" | "nftables", see cniplug/nft.py), mtu, ipam (required), dns.
 """
 
 from __future__ import annotations
@@ -8,13 +9,15 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from cniplug import facts, ipam, skel
+from cniplug import facts, ipam, nft, skel
 from cniplug.plugins import common
 from cniplug.skel import Request
 from cniplug.spec import ERR_INTERNAL, ERR_INVALID_CONFIG, CNIError
 
 
 def parse_config(req: Request) -> tuple[bool, int]:
+    """-> (ipMasq, mtu). CNIError 7 for a missing ipam, a bad ipMasq, ipMasqBackend or mtu."""
+    nft.masq_backend(req.config)  # validated also when ipMasq is off
     if not ipam.ipam_type(req):
         raise CNIError(ERR_INVALID_CONFIG, "field 'ipam' is required for ptp",
                        'e.g. {"type": "cniplug-host-local", ...}')
@@ -69,7 +72,8 @@ def plan_add(req: Request, ip_masq: bool, mtu: int, ipam_result: dict[str, Any],
         "container": {"ip": facts.ns_ip(req.netns), "addrs": addrs, "routes": common.routes_with_gateways(result),
                       "p2p": p2p},
         "host": host,
-        "masq": common.masq_plan(req, ips) if ip_masq else None,
+        "masq": common.masq_plan(req, ips) if ip_masq and nft.masq_backend(req.config) == "iptables" else None,
+        "nft_masq": common.nft_masq_plan(req, ips) if ip_masq and nft.masq_backend(req.config) == "nftables" else None,
         "ipam_note": {"type": ipam.ipam_type(req), "addrs": ", ".join(ip["address"] for ip in ips)},
     }
     return context, result
@@ -83,8 +87,8 @@ def add(req: Request) -> dict[str, Any] | str | None:
     with common.ipam_transaction(req) as ipam_result:
         host_veth = common.host_veth_name()
         mac = mac or common.random_mac()
-        context, result = plan_add(req, ip_masq, mtu, ipam_result or {}, host_veth, mac)
-        text = common.perform(req, "ptp/add.sh.j2", **context)
+        text, context, result = common.perform_with_nft(
+            req, "ptp/add.sh.j2", lambda: plan_add(req, ip_masq, mtu, ipam_result or {}, host_veth, mac))
         if text is not None:
             # The result as far as it is known unprinted: the host veth's MAC is the kernel's choice.
             req.dry_result = {**result, "interfaces": [{"name": host_veth},
@@ -110,12 +114,13 @@ def delete(req: Request) -> str | None:
         req, "ptp/del.sh.j2", best_effort=True, alive=alive, ifname=req.ifname,
         container_ip=facts.ns_ip(req.netns) if alive else [],
         masq=common.masq_teardown(req) if ip_masq else [],
+        nft_masq=common.nft_masq_teardown(req) if ip_masq else None,
     )
 
 
 def check(req: Request) -> None:
     ip_masq, _ = parse_config(req)
-    common.check_veth(req, ip_masq)
+    common.check_veth(req, ip_masq, backend=nft.masq_backend(req.config))
 
 
 def gc(req: Request) -> str | None:
@@ -125,7 +130,7 @@ def gc(req: Request) -> str | None:
 
 def status(req: Request) -> None:
     ip_masq, _ = parse_config(req)
-    common.check_tools(ip_masq)
+    common.check_tools(ip_masq, nft.masq_backend(req.config))
     ipam.run(req, "STATUS")
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from cniplug import facts, skel
+from cniplug import facts, nft, skel
 from cniplug.cli import plugin_handlers
 from cniplug.plugins import common
 
@@ -32,6 +32,9 @@ class FakeFacts:
         self.iptables: dict[str, list[str]] = data.get("iptables", {})
         self.netns_alive: bool = data.get("netns_alive", True)
         self.ipv6: bool = data.get("ipv6", True)
+        # nftables: "tools" installed (default: all), "nft" = {"family name": [objects of `nft -j list table`]}
+        self.tools: list[str] | None = data.get("tools")
+        self.nft: dict[str, list[dict[str, Any]]] = data.get("nft", {})
         self.ip_json: dict[str, list[Any]] = data.get("ip_json", {})  # "ARGS joined by spaces" -> ip -j output
         self.ns_sysctls: dict[str, str] = data.get("ns_sysctls", {})  # path below /proc/sys -> value
         self.peer_ifindex: int = data.get("peer_ifindex", -1)
@@ -67,6 +70,8 @@ class FakeFacts:
         monkeypatch.setattr(facts, "host_addresses", lambda dev: self.link(dev, "addrs", []))
         monkeypatch.setattr(facts, "has_ipv6", lambda: self.ipv6)
         monkeypatch.setattr(facts, "check_netns", lambda path: None)
+        monkeypatch.setattr(nft, "installed", lambda tool: self.tools is None or tool in self.tools)
+        monkeypatch.setattr(nft, "table", lambda family, name: self.nft.get(f"{family} {name}", []))
         # bandwidth: the container link's veth peer, host link names by ifindex, MTUs, `tc -j` answers.
         monkeypatch.setattr(facts, "veth_peer_ifindex", lambda prefix, ifname: self.peer_ifindex)
         monkeypatch.setattr(facts, "link_name", lambda index: next(
@@ -152,4 +157,5 @@ def test_every_step_is_explained(path: Path, lang: str, monkeypatch: pytest.Monk
         # may point from ptp to example 2.
         wrong = "2" if case["plugin"] == "cniplug-ptp" else "3"
         assert not [s.line for s in steps if (f"example {wrong}," in s.note or f"示例{wrong}" in s.note)
-                    and not s.argv[0].startswith(("iptables", "ip6tables"))], "a step points to the wrong example"
+                    and not s.argv[0].startswith(("iptables", "ip6tables", "nft"))], \
+            "a step points to the wrong example"

@@ -129,6 +129,8 @@ def snapshot(host: str, containers: list[str], data_dir: Path | None = None, bri
         "iptables-save", "ip6tables-save",
         "cat /proc/sys/net/ipv4/ip_forward", "cat /proc/sys/net/ipv6/conf/all/forwarding",
         f"cat /proc/sys/net/ipv6/conf/{bridge or 'tcr-none'}/accept_ra 2>/dev/null || echo absent",
+        # the nftables tables the plugins make (masquerade backend, macspoofchk); not iptables-nft's own
+        "nft list table inet cni_plugins_masquerade 2>/dev/null; nft list table bridge nat 2>/dev/null; true",
     ]
     for c in containers:
         ip = _ip_prefix(c)
@@ -139,14 +141,14 @@ def snapshot(host: str, containers: list[str], data_dir: Path | None = None, bri
     chunks = out.split(SEP + "\n")
     assert len(chunks) == len(parts), out
     names = ["link", "mac_assign", "addr", "route4", "route6", "iptables", "ip6tables", "ip_forward", "forwarding6",
-             "bridge_accept_ra"]
+             "bridge_accept_ra", "nft"]
     for i, _ in enumerate(containers):
         names += [f"c{i}.link", f"c{i}.addr", f"c{i}.route4", f"c{i}.route6"]
     state: dict[str, Any] = {}
     for name, chunk in zip(names, chunks, strict=True):
         if name.endswith(("link", "addr", "route4", "route6")):
             state[name] = _strip(json.loads(chunk)) if chunk.strip() else []
-        elif name == "mac_assign":
+        elif name in ("mac_assign", "nft"):
             state[name] = chunk.splitlines()
         elif name in ("iptables", "ip6tables"):
             state[name] = [_COUNTERS.sub("[0:0]", line) for line in chunk.splitlines() if not line.startswith("#")]
@@ -220,6 +222,12 @@ def leftovers(host: str, containers: list[str], data_dir: Path, bridge: str) -> 
                          w.lstrip(":").startswith("CNI-")})
         if chains:
             out.append(f"{tool}: {chains}")
+    listing = in_host(host, "bash", "-c", "nft list table inet cni_plugins_masquerade 2>/dev/null; "
+                      "nft list table bridge nat 2>/dev/null; true")
+    nft_rules = [line.strip() for line in listing.splitlines()
+                 if "masquerade comment" in line or "macspoofchk-" in line or "chain cni-br-iface-" in line]
+    if nft_rules:
+        out.append(f"nft: {nft_rules}")
     held = reservations(data_dir)
     if held:
         out.append(f"reservations {sorted(held)}")
@@ -234,7 +242,7 @@ def leftovers(host: str, containers: list[str], data_dir: Path, bridge: str) -> 
 # ---------------------------------------------------------------------------------------------- fake PATH
 
 WRAPPED = ("ip", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore", "sysctl", "nsenter", "tc")
-WRAPPED += ("nft",)  # cniplug-portmap's nftables backend: `nft -j -a list ...` probes, anything else mutates
+WRAPPED += ("nft",)  # the nftables backends (masquerade, macspoofchk, portmap): `nft -j ... list` probes
 
 WRAPPER = r"""#!/bin/bash
 # tcr fault wrapper: counts mutating invocations, fails (or sleeps on) the chosen one, else runs the real command.
@@ -243,10 +251,9 @@ real={real}
 name={name}
 probe=0
 case "$name" in
-  ip|nsenter|tc) for a in "$@"; do [ "$a" = -j ] && probe=1; done ;;
+  ip|nsenter|tc|nft) for a in "$@"; do [ "$a" = -j ] && probe=1; done ;;
   iptables|ip6tables) for a in "$@"; do case "$a" in -S|-L|--list|--list-rules) probe=1 ;; esac; done ;;
   sysctl) probe=1; for a in "$@"; do case "$a" in -w|*=*) probe=0 ;; esac; done ;;
-  nft) for a in "$@"; do [ "$a" = list ] && probe=1; done ;;
 esac
 exec 8>>"$d/lock"
 flock 8
@@ -267,7 +274,7 @@ else
     case "$name" in *-restore) batch=1 ;; esac
     for a in "$@"; do [ "$a" = -batch ] && batch=1; done
     [ $batch = 1 ] && cat > "$d/failed_stdin"
-    printf '%s %s\n' "$name" "$*" > "$d/failed_argv"
+    (printf '%s' "$name"; printf ' %q' "$@"; echo) > "$d/failed_argv"  # %q: words with blanks (nft) stay whole
     if [ "$(cat "$d/mode" 2>/dev/null)" = sleep ]; then
       echo "$$ $PPID" > "$d/sleeping.tmp"; mv "$d/sleeping.tmp" "$d/sleeping"
       exec sleep 120
@@ -327,6 +334,26 @@ class FakePath:
 
 def _q(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
+
+
+def remove_nft_lock() -> None:
+    """Unlink /run/cniplug/nft.lock (made by ADDs that use nftables) unless a plugin holds it: taken
+    exclusively, without waiting, as the plugins' lock protocol asks (common.nft_lock)."""
+    import fcntl
+
+    from cniplug.plugins.common import nft_lock_path
+
+    try:
+        fd = os.open(nft_lock_path(), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.unlink(nft_lock_path())
+    except OSError:
+        pass  # held by a running plugin, or already gone
+    finally:
+        os.close(fd)
 
 
 def remove_lock_files(bridges: list[str]) -> None:

@@ -342,7 +342,7 @@ BAD_CONFIGS = [
     pytest.param({"mtu": 70000}, 7, id="mtu-70000"),
     pytest.param({"bridge": "tcbbr15abcdefghi"}, 7, id="bridge-name-16-chars"),
     pytest.param({"ipam": {"type": "nonexistent-ipam"}}, 7, id="unknown-ipam-type"),
-    pytest.param({"macspoofchk": True}, 2, id="macspoofchk"),
+    pytest.param({"macspoofchk": "yes"}, 7, id="macspoofchk-not-bool"),
 ]
 
 

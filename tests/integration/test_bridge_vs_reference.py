@@ -44,7 +44,7 @@ INTENDED_DIFFERENCES: list[tuple[tuple[str, ...], str]] = [
 # Not a kernel-state difference, so not listed: our bridge gets its MAC at creation (`ip link add ... address`),
 # the reference re-sets the MAC it has after adding the gateway; both end up pinned (addr_assign_type 3).
 # Behaviour differences tested elsewhere (test_bridge.py): our DEL removes the NAT chain even when the netns is
-# gone (the reference leaks it); macspoofchk is refused (code 2) instead of programmed with nftables.
+# gone (the reference leaks it). macspoofchk (nftables) is compared with the reference in test_bridge_nft.py.
 # Not compared at all: MAC addresses and ifindexes (random), IPv6 `tentative` (DAD timing), link-local
 # addresses (derived from the MAC), the global forwarding sysctls (host-wide, set by whichever ran first).
 

@@ -46,6 +46,7 @@ from tcr_netstate import (
     leftovers,
     plugin_env,
     remove_lock_files,
+    remove_nft_lock,
     run_in_host,
     setup_host,
     snapshot,
@@ -99,24 +100,33 @@ class Scenario:
     delegated: bool = False
     existing_bridge: bool = False
     proc_netns: bool = False  # CNI_NETNS=/proc/PID/ns/net: the `nsenter --net=... ip` path instead of `ip -n`
+    # Another test's scenarios (issue #13's nftables ones): their own name prefix, subnets and config keys.
+    prefix: str = "tcr"
+    subnets: tuple[str, str] = ("", "")
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def bridge(self) -> str:
-        return f"tcrbr{self.slot}" if self.plugin == "cniplug-bridge" else ""
+        return f"{self.prefix}br{self.slot}" if self.plugin == "cniplug-bridge" else ""
+
+    @property
+    def ns_prefix(self) -> str:
+        return "tcp-" if self.prefix == "tcr" else f"{self.prefix}-"
 
     def config(self, data_dir: Path, builtin: bool = False) -> dict[str, Any]:
-        net = f"tcrnet{self.slot}"
+        net = f"{self.prefix}net{self.slot}"
         if self.plugin == "cniplug-loopback":
             return {"cniVersion": "1.0.0", "name": net, "type": self.plugin}
         ipam = {"type": "host-local" if self.delegated and not builtin else "cniplug-host-local",
                 "dataDir": str(data_dir),
-                "ranges": [[{"subnet": f"10.250.140.{32 * self.slot}/27"}],
-                           [{"subnet": f"fd10:250:140:{self.slot}::/64"}]],
+                "ranges": [[{"subnet": self.subnets[0] or f"10.250.140.{32 * self.slot}/27"}],
+                           [{"subnet": self.subnets[1] or f"fd10:250:140:{self.slot}::/64"}]],
                 "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]}
         conf: dict[str, Any] = {"cniVersion": "1.0.0", "name": net, "type": self.plugin, "ipMasq": True,
                                 "ipam": ipam}
         if self.plugin == "cniplug-bridge":
             conf.update(bridge=self.bridge, isGateway=True)
+        conf.update(self.extra)
         return conf
 
 
@@ -126,6 +136,13 @@ SCENARIOS = [
     Scenario("bridge-delegated", 3, "cniplug-bridge", delegated=True),
     Scenario("ptp", 4, "cniplug-ptp", proc_netns=True),
     Scenario("loopback", 5, "cniplug-loopback"),
+    # issue #13: the nftables masquerade backend and macspoofchk (nft steps, their #undo by name or @handle)
+    Scenario("bridge-nft", 13, "cniplug-bridge", prefix="tnf", subnets=("10.236.113.0/27", "fd36:113::/64"),
+             extra={"ipMasqBackend": "nftables", "macspoofchk": True, "portIsolation": True}),
+    Scenario("bridge-nft-existing", 14, "cniplug-bridge", existing_bridge=True, prefix="tnf",
+             subnets=("10.236.114.0/27", "fd36:114::/64"), extra={"ipMasqBackend": "nftables", "macspoofchk": True}),
+    Scenario("ptp-nft", 15, "cniplug-ptp", proc_netns=True, prefix="tnf",
+             subnets=("10.236.115.0/27", "fd36:115::/64"), extra={"ipMasqBackend": "nftables"}),
 ]
 IDS = [s.name for s in SCENARIOS]
 
@@ -186,11 +203,11 @@ def stage(make_netns: Callable[[str], str], tmp_path: Path, via: str) -> Iterato
     helpers: list[HelperHost] = []
 
     def make(sc: Scenario, tag: str) -> Stage:
-        host = Path(make_netns(f"r-h{sc.slot}{tag}")).name
+        host = Path(make_netns(f"r-h{sc.slot}{tag}", prefix=sc.ns_prefix)).name
         setup_host(host)
         if via == "helper":
             helpers.append(HelperHost(host, tmp_path / f"bin-{tag}"))
-        cns = make_netns(f"r-c{sc.slot}{tag}")
+        cns = make_netns(f"r-c{sc.slot}{tag}", prefix=sc.ns_prefix)
         netns = cns
         if sc.proc_netns:
             sleeper = subprocess.Popen(["ip", "netns", "exec", Path(cns).name, "sleep", "3600"])
@@ -205,8 +222,8 @@ def stage(make_netns: Callable[[str], str], tmp_path: Path, via: str) -> Iterato
         if sc.bridge:
             bridges.append(sc.bridge)
         if sc.existing_bridge:  # another container is already attached: the bridge and its gateway exist
-            other = make_netns(f"r-c{sc.slot}{tag}0")
-            r = run_in_host(host, sc.plugin, "ADD", st.config, other, "tcrc0", st.ifname)
+            other = make_netns(f"r-c{sc.slot}{tag}0", prefix=sc.ns_prefix)
+            r = run_in_host(host, sc.plugin, "ADD", st.config, other, f"{sc.prefix}c0", st.ifname)
             assert r.rc == 0, r.stdout + r.stderr
             time.sleep(0.2)
             st.baseline = leftovers(host, [netns], data_dir, sc.bridge)
@@ -222,6 +239,7 @@ def stage(make_netns: Callable[[str], str], tmp_path: Path, via: str) -> Iterato
             print(f"\n[faults] helper in {h.host} served {h.served} calls")
             h.close()
         remove_lock_files(bridges)
+        remove_nft_lock()
 
 
 def count_steps(st: Stage) -> list[script.Step]:
@@ -353,7 +371,8 @@ def test_fail_every_invocation(sc: Scenario, stage: Callable[[Scenario, str], St
 
 # ---------------------------------------------------------------------------------------------- SIGKILL mid-ADD
 
-KILL_SCENARIOS = [s for s in SCENARIOS if s.name in ("bridge-new", "bridge-delegated", "ptp", "loopback")]
+KILL_SCENARIOS = [s for s in SCENARIOS if s.name in ("bridge-new", "bridge-delegated", "ptp", "loopback",
+                                                     "bridge-nft", "ptp-nft")]
 
 
 @pytest.mark.parametrize("via", ["standalone", "helper"], indirect=True)

@@ -135,7 +135,9 @@ def steps_of(st: Stage) -> list[script.Step]:
                           timeout=60)
     text = proc.stdout.decode()
     assert proc.returncode == 0 and text.startswith(script.HEADER), text + proc.stderr.decode()
-    return script.parse(text[len(script.HEADER):]).steps
+    # The last `sh -c ... cniplug` step writes the record/backup file the plugin writes in Python
+    # (common.dry_run_file): in the dry-run script only, not a step the runner runs.
+    return [s for s in script.parse(text[len(script.HEADER):]).steps if s.argv[:2] != ["sh", "-c"]]
 
 
 PLUGINS = ["cniplug-firewall", "cniplug-tuning"]

@@ -115,6 +115,7 @@ def test_del_fails_when_the_nat_probe_cannot_look(monkeypatch: pytest.MonkeyPatc
 
 def test_del_of_a_missing_chain_is_success(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_execute(monkeypatch, lambda argv: (0, "-P POSTROUTING ACCEPT\n", "") if "POSTROUTING" in argv
+                 else (1, "", "Error: No such file or directory\n") if argv[0] == "nft"
                  else (1, "", "iptables: No chain/target/match by that name.\n"))
     got = call("DEL")
     assert got["rc"] == 0 and "-X" not in str(got["body"])
