@@ -421,8 +421,10 @@ class Bench:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 return
+            from cniplug.helper import alive
+
             for _ in range(100):
-                if not Path(f"/proc/{pid}").exists():
+                if not alive(pid):
                     break
                 time.sleep(0.05)
 

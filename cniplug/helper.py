@@ -414,8 +414,11 @@ def set_parent_death_signal(sig: int) -> None:
 
 
 def alive(pid: int) -> bool:
+    """True while process `pid` runs. A zombie (exited, not yet reaped: an auto-started helper's parent is
+    whatever init the machine has, and some reap late) counts as ended."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
         return False
-    return True
+    return state != b"Z"

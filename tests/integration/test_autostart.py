@@ -46,11 +46,10 @@ def wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyp
 
 
 def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    """Running, not a zombie (a detached helper's parent is the machine's init, which may reap it late)."""
+    from cniplug.helper import alive as running
+
+    return running(pid)
 
 
 INSTALLED: dict[Path, set[str]] = {}  # bin dir -> the helper sockets its installs named (for clean-up)
