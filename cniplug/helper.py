@@ -207,7 +207,14 @@ def main(path: str = fastpath.SOCKET, idle_exit: int = 0, lock_fd: int = -1, wat
     os.chmod(path, 0o600)
     server.listen(128)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # SIGTERM/SIGINT only set a flag and wake the loop (through the wakeup fd): an exception raised from a
+    # handler can land anywhere, e.g. in logging's at-fork hook during spawn(), which swallows it, and the
+    # helper would go on serving (seen in CI: a helper that ignored its SIGTERM).
+    wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    signal.set_wakeup_fd(wake_w)
+    stopping: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stopping.append(signum))
     gc.freeze()  # everything loaded so far stays out of collections, so children share those pages untouched
     started = time.time()
     info = {"pid": os.getpid(), "socket": path, "started": started, "idle_exit": idle_exit, "watch": watch,
@@ -239,7 +246,12 @@ def main(path: str = fastpath.SOCKET, idle_exit: int = 0, lock_fd: int = -1, wat
         while not reason:
             while len(idle) < POOL:
                 idle.add(spawn(server, taken_r, taken_w, done_r, done_w))
-            ready = select.select([taken_r] + ([done_r] if done_r >= 0 else []), [], [], 1.0)[0]
+            ready = select.select([taken_r, wake_r] + ([done_r] if done_r >= 0 else []), [], [], 1.0)[0]
+            if wake_r in ready:
+                os.read(wake_r, 4096)
+            if stopping:
+                reason = f"signal {signal.Signals(stopping[0]).name}"
+                break
             if counter is not None and done_r in ready:
                 pending += os.read(done_r, 65536)
                 *lines, pending = pending.split(b"\n")
@@ -388,6 +400,8 @@ def spawn(server: socket.socket, taken_r: int, taken_w: int, done_r: int = -1, d
         gc.disable()  # a child lives for one call: collecting would only copy the helper's pages
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the child waits for its own commands
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.set_wakeup_fd(-1)  # the helper's wakeup pipe is its own
         os.close(taken_r)
         if done_r >= 0:
             os.close(done_r)
