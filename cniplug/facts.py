@@ -242,25 +242,6 @@ def iptables_rules(family: int, table: str, chain: str) -> list[str]:
     raise probe_error(result)
 
 
-def nft_json(*args: str) -> list[dict[str, Any]]:
-    """`nft -j -a ARGS` (e.g. "list", "table", "ip", "cni_hostport") -> the objects of its "nftables" list, each
-    {"table": {...}} / {"chain": {...}} / {"rule": {...}} with handles; the metainfo entry dropped. [] when nft
-    says the table or chain is not there ("No such file or directory"). Raises CNIError (probe_error) when nft
-    could not look (not installed, not permitted, ...): DEL must not take that for "nothing there".
-    """
-    result = runner.execute(["nft", "-j", "-a", *args])
-    if result.rc != 0:
-        if "No such file or directory" in result.stderr:
-            return []
-        raise probe_error(result)
-    try:
-        data = json.loads(result.stdout) if result.stdout.strip() else {}
-    except ValueError:
-        raise CNIError(ERR_INTERNAL, f"cannot parse output of {' '.join(result.argv)}") from None
-    items = data.get("nftables", []) if isinstance(data, dict) else []
-    return [item for item in items if isinstance(item, dict) and "metainfo" not in item]
-
-
 # rtnetlink, just enough to list addresses (linux/netlink.h, linux/rtnetlink.h, linux/if_addr.h).
 _NLMSG = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, seq, pid
 _IFADDRMSG = struct.Struct("=BBBBI")  # ifaddrmsg: family, prefixlen, flags, scope, ifindex

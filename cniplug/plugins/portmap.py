@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from cniplug import facts, rundir, skel
+from cniplug import facts, nft, rundir, skel
 from cniplug.plugins import common
 from cniplug.skel import Request
 from cniplug.spec import ERR_INTERNAL, ERR_INVALID_CONFIG, CNIError
@@ -194,7 +194,7 @@ def parse_config(req: Request) -> Config:
     backend = _key(cfg, "backend")
     if backend in (None, ""):
         # As the reference: iptables, unless only nft is there.
-        backend = "nftables" if not _installed("iptables") and _installed("nft") else "iptables"
+        backend = "nftables" if not nft.installed("iptables") and nft.installed("nft") else "iptables"
     if backend not in ("iptables", "nftables"):
         raise CNIError(ERR_INVALID_CONFIG, f"field 'backend' must be \"iptables\" or \"nftables\", got {backend!r}")
     check = _nft_conditions if backend == "nftables" else _conditions
@@ -452,7 +452,7 @@ def add(req: Request) -> dict[str, Any] | str | None:
             ip = ips[family]
             shared = shared_plan(cfg, family)
             conflicts += [c for c in find_conflicts(cfg, family, chain, shared["dnat_lines"]) if c not in conflicts]
-            if _installed("nft"):  # a node that switched backends: the nft tables' ports count too
+            if nft.installed("nft"):  # a node that switched backends: the nft tables' ports count too
                 conflicts += [c for c in nft_conflicts(cfg, family, req.container_id, nft_rules(family))
                               if c not in conflicts]
             stale = [line for line in shared["dnat_lines"] if line.endswith(f"-j {chain}")]
@@ -480,7 +480,7 @@ def teardown(req: Request, network: str, container_id: str) -> list[dict[str, An
     chain = dn_chain(network, container_id)
     out = []
     for family in (4, 6):
-        if family == 6 and not facts.has_ipv6() or not _installed(TOOLS[family]):
+        if family == 6 and not facts.has_ipv6() or not nft.installed(TOOLS[family]):
             continue  # nothing can be there: DEL must not fail for it
         entries = [_words(x)[2:] for x in facts.iptables_rules(family, "nat", DNAT_CHAIN)
                    if x.startswith(f"-A {DNAT_CHAIN} ") and x.endswith(f"-j {chain}")]
@@ -497,8 +497,7 @@ NFT_FAMILIES = {4: "ip", 6: "ip6"}
 
 def nft_rules(family: int) -> list[dict[str, Any]]:
     """The rules of the reference's nft portmap table of one family (ip/ip6 cni_hostport), [] when absent."""
-    return [item["rule"] for item in facts.nft_json("list", "table", NFT_FAMILIES[family], NFT_TABLE)
-            if isinstance(item.get("rule"), dict)]
+    return [item["rule"] for item in nft.table(NFT_FAMILIES[family], NFT_TABLE) if isinstance(item.get("rule"), dict)]
 
 
 def nft_mapping(rule: dict[str, Any]) -> tuple[str, int, str] | None:
@@ -549,7 +548,7 @@ def add_nft(req: Request, cfg: Config, prev: dict[str, Any], ips: dict[int, Any]
             stale = [{"chain": r["chain"], "handle": r["handle"]} for r in existing
                      if r.get("comment") == req.container_id and r.get("chain") in NFT_CHAINS]
             conflicts += [c for c in nft_conflicts(cfg, family, req.container_id, existing) if c not in conflicts]
-            if _installed("iptables"):  # a node that switched backends: the iptables chains' ports count too
+            if nft.installed("iptables"):  # a node that switched backends: the iptables chains' ports count too
                 dnat_lines = facts.iptables_rules(family, "nat", DNAT_CHAIN)
                 chain = dn_chain(req.name, req.container_id)
                 conflicts += [c for c in find_conflicts(cfg, family, chain, dnat_lines) if c not in conflicts]
@@ -579,7 +578,7 @@ def add_nft(req: Request, cfg: Config, prev: dict[str, Any], ips: dict[int, Any]
 
 def nft_teardown(container_id: str) -> list[dict[str, Any]]:
     """The nft rules (both families) commented with this container id in the reference's three chains."""
-    if not _installed("nft"):
+    if not nft.installed("nft"):
         return []
     out = []
     for family, fam in NFT_FAMILIES.items():
@@ -588,16 +587,6 @@ def nft_teardown(container_id: str) -> list[dict[str, Any]]:
         out += [{"fam": fam, "chain": r["chain"], "handle": r["handle"]} for r in nft_rules(family)
                 if r.get("comment") == container_id and r.get("chain") in NFT_CHAINS]
     return out
-
-
-def _installed(tool: str) -> bool:
-    from cniplug import runner
-
-    try:
-        runner.which(tool)
-    except CNIError:
-        return False
-    return True
 
 
 def delete(req: Request) -> str | None:

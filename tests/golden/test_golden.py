@@ -39,7 +39,6 @@ class FakeFacts:
         self.ns_sysctls: dict[str, str] = data.get("ns_sysctls", {})  # path below /proc/sys -> value
         self.peer_ifindex: int = data.get("peer_ifindex", -1)
         self.tc: dict[str, list[dict[str, Any]]] = data.get("tc", {})
-        self.nft: dict[str, list[dict[str, Any]]] = data.get("nft", {})  # "ip cni_hostport" -> nft -j objects
 
     def iptables_rules(self, family: int, table: str, chain: str) -> list[str]:
         """`iptables -S CHAIN` of the case's nat table: nothing for a chain that is not there."""
@@ -78,7 +77,6 @@ class FakeFacts:
             (name for name, link in self.links.items() if link.get("ifindex") == index), ""))
         monkeypatch.setattr(facts, "link_mtu", lambda name: self.link(name, "mtu", -1))
         monkeypatch.setattr(facts, "tc_json", lambda *args: self.tc.get(" ".join(args), []))
-        monkeypatch.setattr(facts, "nft_json", lambda *args: self.nft.get(" ".join(args[2:4]), []))
         monkeypatch.setattr(common, "host_veth_name", lambda: "veth0a1b2c3d")
         monkeypatch.setattr(common, "random_mac", lambda: "02:00:00:00:00:aa")
 
@@ -100,7 +98,6 @@ def render_case(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path:
 PROBES = {"link_exists", "is_bridge", "link_flags", "sysctl", "addresses", "iptables_rules", "netns_alive", "ip_json",
           "mac_of", "addr_assign_type", "ifindex_of", "master_of", "host_addresses", "has_ipv6", "check_netns",
           "ns_sysctls", "veth_peer_ifindex", "link_name", "link_mtu", "tc_json"}
-PROBES |= {"nft_json"}  # cniplug-portmap's nftables backend
 PURE = {"ns_ip", "ns_exec", "probe_error"}  # no probe: computed from their arguments
 
 

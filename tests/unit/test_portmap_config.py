@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cniplug import facts
+from cniplug import facts, nft
 from cniplug.plugins import portmap
 from cniplug.skel import Request, parse_request
 from cniplug.spec import ERR_INTERNAL, ERR_INVALID_CONFIG, CNIError
@@ -126,7 +126,7 @@ def test_add_refuses_a_taken_port_before_anything_runs(monkeypatch: pytest.Monke
     tables = {"CNI-HOSTPORT-DNAT": ["-N CNI-HOSTPORT-DNAT", *DNAT_LINES], "CNI-DN-other": OTHER_CHAIN}
     monkeypatch.setattr(facts, "iptables_rules", lambda family, table, chain: tables.get(chain, []))
     monkeypatch.setattr(facts, "has_ipv6", lambda: False)
-    monkeypatch.setattr(facts, "nft_json", lambda *args: [])
+    monkeypatch.setattr(nft, "table", lambda family, name: [])
     monkeypatch.setattr(portmap, "portmap_lock", lambda: _nolock())
     monkeypatch.setattr(common, "RUNNER_FACTORY", _no_runner)
     with pytest.raises(CNIError) as err:
@@ -172,7 +172,7 @@ def test_conditions_are_matches_only(conditions: Any) -> None:
                                                     ({"iptables"}, "iptables"), (set(), "iptables")])
 def test_backend_is_nftables_only_without_iptables(monkeypatch: pytest.MonkeyPatch, installed: set[str],
                                                    backend: str) -> None:
-    monkeypatch.setattr(portmap, "_installed", lambda tool: tool in installed)
+    monkeypatch.setattr(nft, "installed", lambda tool: tool in installed)
     assert portmap.parse_config(make_req()).backend == backend
     assert portmap.parse_config(make_req({"backend": "iptables"})).backend == "iptables"
 
