@@ -130,9 +130,30 @@ def kept(root: Path) -> set[str]:
     return {os.readlink(root / link) for link in ("current", "previous") if (root / link).is_symlink()}
 
 
+def running_from(root: Path) -> set[str]:
+    """Names of the directories under `root` that a running process was started from (its /proc/PID/exe).
+
+    A call exec'd from `current` just before an install switched it still reads its directory after
+    the switch (PyInstaller's bootloader reopens its own executable; modules load lazily), and a helper
+    runs from it until it sees the upgrade. Processes we may not inspect are skipped."""
+    prefix = str(root.resolve()) + "/"
+    names = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            continue
+        if exe.startswith(prefix):
+            names.add(exe[len(prefix):].split("/", 1)[0])
+    return names
+
+
 def prune(root: Path) -> None:
-    """Remove version directories that neither `current` nor `previous` names (and dead staging ones)."""
-    keep = kept(root)
+    """Remove version directories that neither `current` nor `previous` names and no running process
+    was started from; a later install removes those once their processes have ended."""
+    keep = kept(root) | running_from(root)
     for entry in root.iterdir():
         if entry.is_dir() and not entry.is_symlink() and entry.name not in keep and (entry / EXE).exists():
             shutil.rmtree(entry, ignore_errors=True)

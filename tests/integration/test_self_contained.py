@@ -146,13 +146,42 @@ def test_a_call_during_an_install_runs_a_whole_executable(bundle: Path, tmp_path
     for t in threads:
         t.start()
     try:
-        for _ in range(4):
+        for _ in range(6):
             install(bundle, bin_dir, runtime, "--no-auto-helper")
     finally:
         stop.set()
         for t in threads:
             t.join()
-    assert calls >= 4 and not failures, failures[:3]
+    assert calls >= 6 and not failures, failures[:3]
+    # Directories left for calls that were still running go at the next install.
+    install(bundle, bin_dir, runtime, "--no-auto-helper")
+    assert len([d for d in runtime.iterdir() if not d.is_symlink()]) == 2, sorted(runtime.iterdir())
+
+
+def test_a_call_outlasting_two_installs_keeps_its_runtime(bundle: Path, tmp_path: Path) -> None:
+    """The call reads its stdin only after it started from the runtime `current` named then; two installs
+    later that runtime is neither current nor previous, but it must still be there until the call ends."""
+    bin_dir, runtime = tmp_path / "bin", tmp_path / "rt"
+    install(bundle, bin_dir, runtime, "--no-auto-helper")
+    first = os.readlink(runtime / "current")
+    call = subprocess.Popen([str(bin_dir / "cniplug-bridge")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={"CNI_COMMAND": "VERSION", "CNIPLUG_NO_HELPER": "1"})
+    try:
+        deadline = time.monotonic() + 10
+        while not os.readlink(f"/proc/{call.pid}/exe").startswith(str(runtime.resolve())):
+            assert time.monotonic() < deadline, "the call did not start from the runtime"
+            time.sleep(0.01)
+        for _ in range(2):
+            install(bundle, bin_dir, runtime, "--no-auto-helper")
+        assert (runtime / first).is_dir(), "the runtime of a running call was removed"
+        out, err = call.communicate("", timeout=30)
+    finally:
+        if call.poll() is None:
+            call.kill()
+            call.wait()
+    assert call.returncode == 0 and "supportedVersions" in out, err
+    install(bundle, bin_dir, runtime, "--no-auto-helper")
+    assert not (runtime / first).exists(), "a runtime no call uses any more was kept"
 
 
 @pytest.fixture
