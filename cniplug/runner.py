@@ -17,6 +17,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
+from cniplug import procsys
 from cniplug.script import HANDLE, Script, Step
 from cniplug.spec import ERR_INTERNAL, ERR_TRY_AGAIN_LATER, CNIError
 
@@ -43,8 +44,17 @@ def which(program: str) -> str:
 
 
 def execute(argv: list[str], stdin: str | None = None) -> Completed:
-    """Run one command (never through a shell) and capture its exit status and output."""
+    """Run one command (never through a shell) and capture its exit status and output.
+
+    A `sysctl -w` (also through `nsenter --net=PATH`) is carried out in this process, with the same
+    effect, output and exit status (procsys.py); the command must still be installed, as the script
+    printed by --dry-run needs it."""
     path = which(argv[0])
+    if stdin is None and argv[0] in ("sysctl", "nsenter"):
+        which("sysctl")
+        done = procsys.carry_out(argv)
+        if done is not None:
+            return Completed(argv=argv, rc=done[0], stdout=done[1], stderr=done[2])
     try:
         proc = subprocess.run([path, *argv[1:]], input=None if stdin is None else stdin.encode(),
                               stdin=subprocess.DEVNULL if stdin is None else None, capture_output=True,
