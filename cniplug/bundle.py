@@ -120,6 +120,8 @@ def install(bin_dir: str, runtime_dir: str, plugins: dict[str, str], auto_helper
             replace_symlink(Path(bin_dir) / plugin, exe)
             print(f"installed {Path(bin_dir) / plugin} -> {exe}")
         print(f"runtime {root / name} (current; `cniplug install --self-contained --rollback` goes back)")
+        # Its own templates, by its own code: the cache is keyed by the templates' paths in the runtime.
+        subprocess.run([str(root / name / EXE), "install", "--compile-templates"], check=False)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -87,6 +87,17 @@ def environment() -> Environment:
     return env
 
 
+def compile_all() -> int:
+    """Compile every template into this environment (and, as root, into the bytecode cache, so that a
+    plugin call never compiles one: `cniplug install` does this, issue #14 item 2); how many. Raises
+    jinja2.TemplateSyntaxError for a broken template."""
+    root = templates_dir()
+    names = sorted(path.relative_to(root).as_posix() for path in root.rglob("*.j2"))
+    for name in names:
+        environment().get_template(name)
+    return len(names)
+
+
 def render(template: str, **context: Any) -> str:
     text = str(environment().get_template(template).render(**context))
     # Tidy the layout the template logic leaves behind: no blank line before an #undo, at most one

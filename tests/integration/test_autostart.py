@@ -210,3 +210,24 @@ def test_a_helper_started_from_another_namespace_serves_nobody_and_leaves(bin_di
     call(bin_dir)  # now a host call starts a helper of the host's own
     wait(lambda: (info(sock) or {}).get("pid") not in (None, foreign), 10, "a host helper")
     assert served_by_helper(call(bin_dir))
+
+
+def cache_files(template_root: Path, names: list[str]) -> list[Path]:
+    """The bytecode cache files jinja2 keeps for these templates under `template_root`."""
+    from cniplug import render
+
+    cache = render.environment().bytecode_cache
+    assert cache is not None
+    return [RUN / "jinja" / f"__jinja2_{cache.get_cache_key(n, str(template_root / n))}.cache" for n in names]
+
+
+def test_install_compiles_every_template_so_no_call_has_to(tmp_path: Path) -> None:
+    from cniplug import render
+
+    root = render.templates_dir()
+    names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.j2"))
+    files = cache_files(root, names)
+    for f in files:
+        f.unlink(missing_ok=True)
+    install(tmp_path / "bin", "--no-auto-helper")
+    assert len(names) > 20 and [f for f in files if not f.is_file()] == []

@@ -158,6 +158,16 @@ def test_a_call_during_an_install_runs_a_whole_executable(bundle: Path, tmp_path
     assert len([d for d in runtime.iterdir() if not d.is_symlink()]) == 2, sorted(runtime.iterdir())
 
 
+def test_the_install_compiles_the_runtimes_own_templates(bundle: Path, tmp_path: Path) -> None:
+    from tests.integration.test_autostart import cache_files
+
+    bin_dir, runtime = tmp_path / "bin", tmp_path / "rt"
+    install(bundle, bin_dir, runtime, "--no-auto-helper")
+    root = runtime.resolve() / os.readlink(runtime / "current") / "_internal" / "cniplug" / "templates"
+    names = ["bridge/add.sh.j2", "ptp/del.sh.j2", "macros.sh.j2"]
+    assert all(f.is_file() for f in cache_files(root, names)), cache_files(root, names)
+
+
 def test_a_call_outlasting_two_installs_keeps_its_runtime(bundle: Path, tmp_path: Path) -> None:
     """The call reads its stdin only after it started from the runtime `current` named then; two installs
     later that runtime is neither current nor previous, but it must still be there until the call ends."""
