@@ -304,39 +304,23 @@ def _attributes(data: bytes) -> Iterator[tuple[int, bytes]]:
 def ns_sysctls(netns: str, keys: list[str]) -> dict[str, str | None]:
     """Values of per-namespace sysctls inside `netns`: {key: value or None when the file is missing}.
 
-    keys are paths below /proc/sys ('net/ipv4/conf/eth0/arp_filter'). Read without starting a process:
-    a thread enters the namespace (setns, which moves only that thread) and reads the files; /proc/sys/net
-    shows the namespace of the reading thread. Raises CNIError 4 when the namespace cannot be entered.
+    keys are paths below /proc/sys ('net/ipv4/conf/eth0/arp_filter'). Read without starting a process,
+    by a thread that entered the namespace (procsys.in_netns). Raises CNIError 4 when the namespace
+    cannot be entered.
     """
-    import ctypes
-    import threading
+    from cniplug import procsys
 
-    out: dict[str, str | None] = {}
-    problem: list[str] = []
-
-    def reader() -> None:
-        try:
-            fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as err:
-            problem.append(err.strerror or str(err))
-            return
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                problem.append(os.strerror(ctypes.get_errno()))
-                return
-        finally:
-            os.close(fd)
+    def read() -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
         for key in keys:
             try:
                 with open("/proc/sys/" + key) as f:
                     out[key] = f.read().strip()
             except OSError:
                 out[key] = None
+        return out
 
-    thread = threading.Thread(target=reader)
-    thread.start()
-    thread.join()
-    if problem:
-        raise CNIError(ERR_INVALID_ENV, f"cannot enter netns {netns!r}", problem[0])
-    return out
+    try:
+        return procsys.in_netns(netns, read)
+    except OSError as err:
+        raise CNIError(ERR_INVALID_ENV, f"cannot enter netns {netns!r}", err.strerror or str(err)) from None

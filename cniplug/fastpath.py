@@ -210,8 +210,11 @@ def main(plugin: str, module: str, auto: dict[str, object] | None = None) -> Non
         sys.stdin = io.TextIOWrapper(io.BytesIO(stdin))
     from importlib import import_module
 
+    code: object = 0
     try:
         import_module(module).main()
+    except SystemExit as exc:
+        code = exc.code
     finally:
         if start and auto:  # answered (stdout written); now leave a helper for the next calls
             sys.stdout.flush()
@@ -220,3 +223,27 @@ def main(plugin: str, module: str, auto: dict[str, object] | None = None) -> Non
             paths = auto.get("paths")
             autostart.start(path, int(str(auto["idle"])), paths if isinstance(paths, list) else [], sys.argv[0],
                             str(auto.get("metrics") or ""))
+    quick_exit(code)
+
+
+def quick_exit(code: object) -> None:
+    """Exit as sys.exit(code) would, without tearing down the interpreter: a standalone call has loaded
+    ~150 modules, and freeing them one by one costs ~9 ms (measured: `import cniplug.plugins.bridge` then
+    exit, 53.5 ms against 44.7 ms with os._exit). What the teardown is for still happens: the atexit
+    handlers run (logging flushes and closes the log file there) and stdout and stderr are flushed."""
+    import atexit
+
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"): printed on stderr, status 1
+        sys.stderr.write(f"{code}\n")
+        status = 1
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed pipe: what could not be written is lost either way
+        status = status or 1
+    posix._exit(status & 0xFF)

@@ -25,6 +25,8 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 CLONE_NEWNET = 0x40000000
 _WORD = re.compile(r"[A-Za-z0-9_.-]+=[A-Za-z0-9_.:-]+")
@@ -83,30 +85,47 @@ def _setns(fd: int) -> None:
         raise OSError(errno, os.strerror(errno))
 
 
-def write_in(netns: str, settings: list[tuple[str, str]]) -> tuple[int, str, str]:
-    """write() from a new thread that entered the network namespace `netns` (a path); what nsenter
-    says and exits with (1) when the namespace cannot be opened or entered."""
-    try:
-        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        return 1, "", f"nsenter: cannot open {netns}: {exc.strerror}\n"
-    answer: list[tuple[int, str, str]] = []
+T = TypeVar("T")
+
+
+def in_netns(netns: str, work: Callable[[], T]) -> T:
+    """work() run by a new thread that entered the network namespace `netns` (a path), and its result.
+
+    setns(2) moves only the calling thread, and this one ends with work(), so nothing else ever runs in
+    that namespace. Raises OSError when the namespace cannot be opened (its filename is `netns`) or
+    entered (no filename); what work() raises is raised here.
+    """
+    fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    answer: list[T] = []
+    failed: list[BaseException] = []
 
     def run() -> None:
         try:
             _setns(fd)
-        except OSError as exc:
-            answer.append((1, "", f"nsenter: reassociate to namespace 'ns/net' failed: {exc.strerror}\n"))
-            return
-        answer.append(write(settings))
+            answer.append(work())
+        except BaseException as exc:  # handed to the caller's thread
+            failed.append(exc)
 
     try:
-        thread = threading.Thread(target=run, name="cniplug-netns-sysctl")
+        thread = threading.Thread(target=run, name="cniplug-in-netns")
         thread.start()
         thread.join()
     finally:
         os.close(fd)
-    return answer[0] if answer else (1, "", "nsenter: the thread entering the namespace failed\n")
+    if failed:
+        raise failed[0]
+    return answer[0]
+
+
+def write_in(netns: str, settings: list[tuple[str, str]]) -> tuple[int, str, str]:
+    """write() inside the network namespace `netns` (a path); what nsenter says and exits with (1) when
+    the namespace cannot be opened or entered."""
+    try:
+        return in_netns(netns, lambda: write(settings))
+    except OSError as exc:
+        if exc.filename == netns:
+            return 1, "", f"nsenter: cannot open {netns}: {exc.strerror}\n"
+        return 1, "", f"nsenter: reassociate to namespace 'ns/net' failed: {exc.strerror}\n"
 
 
 def carry_out(argv: list[str]) -> tuple[int, str, str] | None:
