@@ -112,6 +112,7 @@ class Sample:
     stdout: bytes
     stderr: bytes
     helper_rss_kb: int = 0  # through the helper: the peak RSS its child reported for this call
+    served: float = 0.0  # through the helper: seconds from its child's accept() to the answer (0: not known)
 
     @property
     def ok(self) -> bool:
@@ -142,15 +143,17 @@ class Pending:
         fout.seek(0)
         ferr.seek(0)
         err = ferr.read()
-        cpu, helper_rss = usage.ru_utime + usage.ru_stime, 0
+        cpu, helper_rss, served = usage.ru_utime + usage.ru_stime, 0, 0.0
         # Through the helper the call runs in the helper's child, which reports its CPU (its own and its
-        # commands') and peak RSS in one stderr line (helper.stats).
-        m = re.search(rb"^cniplug-helper-stats cpu_ms=([0-9.]+) maxrss_kb=([0-9]+)\n", err, re.M)
+        # commands'), peak RSS and the time from accept to its answer in one stderr line (helper.stats).
+        m = re.search(rb"^cniplug-helper-stats cpu_ms=([0-9.]+) maxrss_kb=([0-9]+)(?: serve_ms=([0-9.]+))?\n",
+                      err, re.M)
         if m:
             cpu += float(m.group(1)) / 1000
             helper_rss = int(m.group(2))
+            served = float(m.group(3)) / 1000 if m.group(3) else 0.0
             err = err[:m.start()] + err[m.end():]
-        sample = Sample(wall, cpu, usage.ru_maxrss, self.proc.returncode, fout.read(), err, helper_rss)
+        sample = Sample(wall, cpu, usage.ru_maxrss, self.proc.returncode, fout.read(), err, helper_rss, served)
         for f in self._files:
             f.close()
         return sample
@@ -642,6 +645,17 @@ class Bench:
         return [Row("portmap ADD", "ms", *ms, self.target("ADD")),
                 Row("portmap DEL", "ms", *ms_del, self.target("DEL"))]
 
+    @staticmethod
+    def split(pairs: list[tuple[Sample, Sample]], label: str) -> list[Row]:
+        """Through a helper: where our ADD's wall time went, from what the helper's child reports. "in the
+        helper's child" is accept to answer (the plugin's own work and its commands); "client + socket" is
+        the rest (the executable's interpreter start, connecting, sending, reading). [] standalone."""
+        served = [o for o, _ in pairs if o.served > 0]
+        if not served:
+            return []
+        return [Row(f"{label}: in the helper's child", "ms", [o.served * 1000 for o in served], None, None),
+                Row(f"{label}: client + socket", "ms", [(o.wall - o.served) * 1000 for o in served], None, None)]
+
     def target(self, what: str, population: int = 0) -> Target | None:
         """Issue #14's targets (ours/reference): through a helper (--helper, --auto) ADD <= 0.8, and <= 0.6
         with 200 containers on the bridge, DEL, parallel ADDs and CPU per ADD <= 0.8; without one, ADD <= 2.0
@@ -665,6 +679,7 @@ class Bench:
             return ([getattr(o, attr) * 1000 for o, _ in pairs], [getattr(r, attr) * 1000 for _, r in pairs])
 
         dry: list[float] = []
+        split_rows: list[Row] = []
         par: tuple[list[float], list[float]] = ([], [])
         for k, population in enumerate(self.opts.populations):
             self.populate("bridge", population)
@@ -673,6 +688,7 @@ class Bench:
             rows.append(Row(f"bridge DEL @{population}", "ms", *ms(dels), self.target("DEL")))
             cpu_rows.append(Row(f"CPU/ADD bridge @{population}", "ms", *ms(adds, "cpu"), self.target("CPU")))
             if k == 0:
+                split_rows = self.split(adds, f"bridge ADD @{population}")
                 dry = self.dry_run()
                 rss["bridge"] = self.rss("bridge")
                 for i in range(self.opts.parallel_rounds):
@@ -684,7 +700,7 @@ class Bench:
         rows.append(Row("ptp ADD", "ms", *ms(adds), self.target("ADD")))
         rows.append(Row("ptp DEL", "ms", *ms(dels), self.target("DEL")))
         cpu_rows.append(Row("CPU/ADD ptp", "ms", *ms(adds, "cpu"), self.target("CPU")))
-        rows += cpu_rows
+        rows += cpu_rows + split_rows + self.split(adds, "ptp ADD")
         for kind, (ours, ref) in rss.items():
             rows.append(Row(f"peak RSS {kind} ADD", "MB", ours, ref, Target("max", 40.0)))
         rows.append(Row(f"{self.opts.parallel} parallel ADD wall", "s", par[0], par[1], self.target("parallel")))

@@ -112,7 +112,7 @@ def adopt_context(pid: int) -> str:
     return ""
 
 
-def serve_one(conn: socket.socket, pid: int, reason: str, done_w: int = -1) -> None:
+def serve_one(conn: socket.socket, pid: int, reason: str, done_w: int = -1, accepted: float = 0.0) -> None:
     """In the forked child: run one plugin call from process `pid` and answer, or decline it with
     `reason` when it would not run exactly as in the caller (foreign_context). With `done_w` >= 0 (the
     helper keeps metrics), then write the call's record there (metrics.call_record). Never returns."""
@@ -146,7 +146,7 @@ def serve_one(conn: socket.socket, pid: int, reason: str, done_w: int = -1) -> N
         code = 1
     try:
         conn.sendall(fastpath.encode_answer(code, out.getvalue().encode(), err.getvalue().encode(),
-                                               stats() if want_stats else b""))
+                                               stats(accepted) if want_stats else b""))
         conn.close()  # the caller has its answer; what follows is the helper's business
         if done_w >= 0:
             from cniplug import metrics
@@ -156,11 +156,13 @@ def serve_one(conn: socket.socket, pid: int, reason: str, done_w: int = -1) -> N
         os._exit(0)
 
 
-def stats() -> bytes:
-    """This call's CPU (this child and the commands it waited for) and peak RSS, for `cniplug bench`."""
+def stats(accepted: float = 0.0) -> bytes:
+    """This call's CPU (this child and the commands it waited for), peak RSS and, when `accepted` (the
+    time.monotonic() at accept) is given, the wall time from accept to the answer, for `cniplug bench`."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-    return f"cpu_ms={cpu * 1000:.2f} maxrss_kb={max(me.ru_maxrss, kids.ru_maxrss)}".encode()
+    served = f" serve_ms={(time.monotonic() - accepted) * 1000:.2f}" if accepted else ""
+    return f"cpu_ms={cpu * 1000:.2f} maxrss_kb={max(me.ru_maxrss, kids.ru_maxrss)}{served}".encode()
 
 
 def peer_cred(conn: socket.socket) -> tuple[int, int]:
@@ -407,6 +409,7 @@ def spawn(server: socket.socket, taken_r: int, taken_w: int, done_r: int = -1, d
             os.close(done_r)
         while True:
             conn, _ = server.accept()
+            accepted = time.monotonic()
             peer, uid = peer_cred(conn)
             if uid == 0:
                 break
@@ -416,7 +419,7 @@ def spawn(server: socket.socket, taken_r: int, taken_w: int, done_r: int = -1, d
         reason = foreign_context(peer) or adopt_context(peer)
         os.write(taken_w, (os.getpid() | (DECLINED if reason else 0)).to_bytes(4, "big"))
         os.close(taken_w)
-        serve_one(conn, peer, reason, done_w)
+        serve_one(conn, peer, reason, done_w, accepted)
     finally:
         os._exit(1)
 
