@@ -68,6 +68,8 @@ def start(socket_path: str, idle: int, paths: list[str], watch: str, metrics: st
         return 0
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.ftruncate(lock, 0)
+        os.write(lock, os.fsencode(watch))  # whose helper this was: a later install into its bin dir cleans up
     except OSError:  # a helper holds it: running, or starting right now
         os.close(lock)
         return 0

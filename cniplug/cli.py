@@ -94,7 +94,7 @@ def install(bin_dir: str, auto_helper: bool = True, idle: int = AUTO_IDLE, metri
         tmp.chmod(0o755)
         tmp.replace(path)  # atomic: a runtime never execs a half-written file ("text file busy" too)
         print(f"installed {path}")
-    forget_helpers(keep=str(auto["socket"]) if auto else "")
+    forget_helpers(bin_dir, keep=str(auto["socket"]) if auto else "")
     compile_templates()
     return 0
 
@@ -107,15 +107,18 @@ def compile_templates() -> None:
         print(f"compiled {render.compile_all()} templates into {rundir.RUN_DIR}/jinja")
 
 
-def forget_helpers(keep: str) -> None:
-    """Remove the lock and log files of auto-started helpers that no longer run (an install before this
-    one), except those of socket `keep`. A running helper holds its lock: its files stay."""
+def forget_helpers(bin_dir: str, keep: str) -> None:
+    """Remove the lock and log files of auto-started helpers of earlier installs into `bin_dir` that no
+    longer run, except those of socket `keep`. A running helper holds its lock: its files stay. The lock
+    file names the executable that started its helper (autostart.py); files of other bin dirs' installs,
+    or that name none, are not ours to remove."""
     import fcntl
 
     try:
         names = os.listdir(rundir.RUN_DIR)
     except OSError:
         return
+    ours = os.path.realpath(bin_dir)
     for name in names:
         if not (name.startswith("helper-3-") and name.endswith(".sock.lock")):
             continue
@@ -128,9 +131,11 @@ def forget_helpers(keep: str) -> None:
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            for stale in (lock, lock[:-len(".lock")] + ".log"):
-                if os.path.exists(stale):
-                    os.unlink(stale)
+            started_by = os.read(fd, 4096).decode(errors="replace")
+            if started_by and os.path.realpath(os.path.dirname(started_by)) == ours:
+                for stale in (lock, lock[:-len(".lock")] + ".log"):
+                    if os.path.exists(stale):
+                        os.unlink(stale)
         except OSError:
             pass  # held: that helper still runs
         finally:

@@ -40,14 +40,14 @@ REQUIRED = bool(os.environ.get("CNIPLUG_REQUIRE_ROOT_TESTS"))
 @pytest.fixture(autouse=True, scope="session")
 def no_helper_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A helper that a test's install started by itself (autostart.py) is a process this session started:
-    at the end every helper whose executable lives in pytest's temporary directories is ended by its pid.
+    at the end every helper whose executable lives in this session's temporary directory is ended by its pid.
     Tests that are not about it install with --no-auto-helper; this catches one that forgot."""
     yield
     if not IS_ROOT:
         return
     from cniplug import helper
 
-    base = str(tmp_path_factory.getbasetemp().parent)
+    base = str(tmp_path_factory.getbasetemp()) + "/"  # this session's, not another pytest's running beside it
     for info in helper.status():
         watch, pid = str(info.get("watch", "")), info.get("pid")
         if watch.startswith(base) and isinstance(pid, int) and info.get("alive"):

@@ -231,3 +231,20 @@ def test_install_compiles_every_template_so_no_call_has_to(tmp_path: Path) -> No
         f.unlink(missing_ok=True)
     install(tmp_path / "bin", "--no-auto-helper")
     assert len(names) > 20 and [f for f in files if not f.is_file()] == []
+
+
+def test_an_install_forgets_only_its_own_bin_dirs_exited_helpers(bin_dir: Path, tmp_path: Path) -> None:
+    """The lock and log files of a helper that has exited go at the next install into the same bin dir;
+    an install into another one (another runtime on the node, a test beside this one) leaves them."""
+    install(bin_dir, "--helper-idle", "1")
+    sock = socket_of(bin_dir)
+    call(bin_dir)
+    wait(lambda: info(sock) is not None, 10, "the helper listens")
+    pid = int(info(sock)["pid"])  # type: ignore[index,call-overload]
+    wait(lambda: not alive(pid), 15, "the helper exits after 1 s without a call")
+    files = [sock + ".lock", sock + ".log"]
+    assert all(os.path.exists(f) for f in files)
+    install(tmp_path / "other-bin", "--no-auto-helper")
+    assert all(os.path.exists(f) for f in files), "an install into another bin dir removed them"
+    install(bin_dir, "--no-auto-helper")
+    assert not any(os.path.exists(f) for f in files), "the next install into its own bin dir kept them"
