@@ -9,7 +9,8 @@ bridge), ptp and loopback:
   the script is injected.
 * per command invocation, out of process: the plugin runs as a runtime runs it, with a directory of wrappers
   (`ip`, `iptables`, `ip6tables`, `*-restore`, `sysctl`, `nsenter`) first in PATH. They count the mutating
-  invocations (an `ip -batch -` or `iptables-restore` carries several steps) and fail the k-th.
+  invocations (an `ip -batch -` or `iptables-restore` carries several steps) and fail the k-th. `sysctl -w`
+  steps are writes under /proc/sys in the plugin's process (procsys.py): only the per-step way fails those.
 
 After each failed ADD the full state of the host namespace and of the container namespace (`ip -j link/addr/
 route`, `iptables-save`/`ip6tables-save` with counters zeroed, forwarding sysctls, the bridge's accept_ra)
