@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import fcntl
 import functools
 import hashlib
 import importlib.util
@@ -235,8 +236,12 @@ def run_shell_block(spec: dict[str, Any]) -> str:
         lines += ["{", command, f"}} >/dev/null 2>&1 || {{ echo {failed} >&2; exit 1; }}"]
     for n, command in enumerate(commands):
         lines += [f"printf '\\n{MARK}{n}\\n'", "{", command, "} 2>&1"]
-    proc = subprocess.run(["bash", "-c", "\n".join(lines)], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={"PATH": os.pathsep.join([str(Path(sys.executable).parent), path]), "LC_ALL": "C.UTF-8"})
+    # The docs show fixed names (tdoc1, tdoc0): two runs at once on one machine would share them.
+    with open("/run/lock/cniplug-docs-shell.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        env = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), path]), "LC_ALL": "C.UTF-8"}
+        proc = subprocess.run(["bash", "-c", "\n".join(lines)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                              env=env)
     parts = re.split(rf"\n{MARK}(\d+)\n", proc.stdout)
     if proc.stderr or len(parts) != 2 * len(commands) + 1:
         raise RuntimeError(f"shell block failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
