@@ -310,6 +310,13 @@ def dispatch(argv: list[str]) -> int:
             return helper.print_status()
         if args.idle_exit < 0:
             raise UsageError(f"--idle-exit {args.idle_exit}: must be 0 (never) or more seconds")
+        if args.metrics:
+            import cniplug.metrics as metrics
+
+            try:
+                metrics.parse_address(args.metrics)
+            except ValueError as err:
+                raise UsageError(str(err)) from None
         return helper.main(args.socket, args.idle_exit, args.lock_fd, args.watch, args.metrics)
     if args.cmd == "net":
         import cniplug.net as net
