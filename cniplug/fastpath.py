@@ -192,8 +192,11 @@ def main(plugin: str, module: str, auto: dict[str, object] | None = None) -> Non
             rc, out, stats, err = answer
             if stats:  # sent only when the call's environment has STATS_ENV
                 err += b"cniplug-helper-stats " + stats + b"\n"
-            write_all(2, err)
-            write_all(1, out)
+            for fd, data in ((2, err), (1, out)):
+                try:
+                    write_all(fd, data)
+                except OSError:  # a closed stdout or stderr: what could not be written is lost, as in quick_exit
+                    rc = rc or 1
             posix._exit(rc & 0xFF)  # all written straight to the fds; skipping interpreter teardown saves ~3 ms
         # Declined: nothing ran, so run it here. Went away mid-call: running again here is safe for every
         # verb but ADD, whose half-done work the runtime cleans up with DEL after an error.

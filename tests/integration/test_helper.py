@@ -241,3 +241,20 @@ def test_helper_that_dies_mid_call(installed: Path, tmp_path: Path, verb: str) -
         assert not data.exists(), "the ADD was run a second time after the helper died"
     else:
         assert proc.returncode == 0 and proc.stdout == "", proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("closed", ["pipe", "fd"])
+def test_an_answer_to_a_closed_stdout_is_an_exit_status_not_a_traceback(installed: Path, helper: tuple[str, Any],
+                                                                        closed: str) -> None:
+    path, _ = helper
+    env = {"CNI_COMMAND": "VERSION", "CNIPLUG_HELPER_SOCKET": path, "CNIPLUG_HELPER_STATS": "1"}
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone: writing gets EPIPE
+    try:
+        argv = [str(installed / "cniplug-bridge")] if closed == "pipe" else \
+            ["bash", "-c", 'exec "$0" >&-', str(installed / "cniplug-bridge")]
+        proc = subprocess.run(argv, input="{}", stdout=write, stderr=subprocess.PIPE, text=True, env=env, timeout=30)
+    finally:
+        os.close(write)
+    assert served(proc), proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
