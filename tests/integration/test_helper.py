@@ -258,3 +258,16 @@ def test_an_answer_to_a_closed_stdout_is_an_exit_status_not_a_traceback(installe
         os.close(write)
     assert served(proc), proc.stderr
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_standalone_call_with_stdout_closed_exits_1_without_a_traceback(installed: Path, tmp_path: Path,
+                                                                          make_netns: Callable[[str], str]) -> None:
+    log = tmp_path / "calls.log"
+    conf = {"cniVersion": "1.0.0", "name": "qa2lo", "type": "cniplug-loopback", "logFile": str(log)}
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "qa2c", "CNI_NETNS": make_netns("qa2so"), "CNI_IFNAME": "lo",
+           "CNI_PATH": "/usr/lib/cni", "CNIPLUG_NO_HELPER": "1"}
+    proc = subprocess.run(["bash", "-c", 'exec "$0" >&-', str(installed / "cniplug-loopback")], input=json.dumps(conf),
+                          capture_output=True, text=True, env=env, timeout=30)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    record = json.loads(log.read_text().splitlines()[-1])
+    assert record["outcome"] == "ok", record  # the call itself went well; only its answer was lost
