@@ -177,16 +177,19 @@ def rollback(runtime_dir: str) -> int:
 def uninstall(bin_dir: str, runtime_dir: str, plugins: dict[str, str]) -> int:
     """Remove what the installs made: plugin executables in `bin_dir` that are ours (symlinks into
     `runtime_dir`, or wrappers `cniplug install` wrote), the helpers they started (ended by the pid in
-    their status record) and their files, and `runtime_dir`'s runtimes. Anything else is left. 0."""
+    their status record) and their files, and `runtime_dir`'s runtimes, unless the executables removed were
+    all wrappers (then another bin dir's install may still link into it). Anything else is left. 0."""
     from cniplug import helper
 
     root = Path(runtime_dir).resolve()
     removed = []
+    linked = False  # a symlink into runtime_dir was removed: bin_dir was installed from it
     for plugin in plugins:
         path = Path(bin_dir) / plugin
         ours = False
         if path.is_symlink():
             ours = os.readlink(path).startswith(str(root) + "/")
+            linked = linked or ours
         elif path.is_file():
             with open(path, "rb") as f:
                 ours = b"installed by `cniplug install`" in f.read(512)
@@ -201,7 +204,10 @@ def uninstall(bin_dir: str, runtime_dir: str, plugins: dict[str, str]) -> int:
                 Path(str(info.get("socket")) + suffix).unlink(missing_ok=True)
     for name in removed:
         print(f"removed {name}")
-    if root.is_dir():
+    if removed and not linked:  # wrappers only: the runtimes belong to another bin dir's install
+        if root.is_dir():
+            print(f"left the runtimes in {root}: {bin_dir}'s executables were not installed from it")
+    elif root.is_dir():
         for link in ("current", "previous"):
             if (root / link).is_symlink():
                 (root / link).unlink()
