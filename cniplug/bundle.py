@@ -49,6 +49,7 @@ def build(out_dir: str) -> Path:
         raise RuntimeError("building the self-contained runtime needs PyInstaller: pip install 'cniplug[bundle]'") \
             from None
     out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)  # OSError now, not PyInstaller's traceback after its ~20 s of work
     work = Path(tempfile.mkdtemp(prefix="cniplug-bundle-"))
     try:
         entry = Path(__file__).resolve().parent / "frozen.py"

@@ -1,5 +1,6 @@
-"""`cniplug install --uninstall` of a bin dir of wrappers leaves a self-contained runtime that another bin dir's
-executables still link to (the runtime dir defaults to /opt/cniplug, where a node's DaemonSet install lives)."""
+"""`cniplug bundle` and `cniplug install --uninstall`. The latter, of a bin dir of wrappers, leaves a
+self-contained runtime that another bin dir's executables still link to (the runtime dir defaults to
+/opt/cniplug, where a node's DaemonSet install lives)."""
 
 from __future__ import annotations
 
@@ -24,3 +25,15 @@ def test_uninstalling_wrappers_leaves_the_runtime_other_executables_use(tmp_path
     assert os.path.exists(links / "cniplug-bridge"), "the other bin dir's executables lost their runtime"
     assert bundle.uninstall(str(links), str(runtime), PLUGINS) == 0  # that bin dir's own uninstall removes it
     assert not runtime.exists() and not any(links.iterdir())
+
+
+def test_bundle_into_a_directory_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    """Said before PyInstaller runs (~20 s), in one line, not PyInstaller's traceback."""
+    import subprocess
+    import sys
+
+    (tmp_path / "file").write_text("")
+    proc = subprocess.run([sys.executable, "-m", "cniplug", "bundle", "--out", str(tmp_path / "file" / "dist")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert str(tmp_path / "file") in proc.stderr and "Traceback" not in proc.stderr
