@@ -196,6 +196,10 @@ def main(path: str = fastpath.SOCKET, idle_exit: int = 0, lock_fd: int = -1, wat
         rundir.ensure()
     else:  # a private path (tests): made 0700 if missing, an existing directory is left as it is
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    other = serving(path)
+    if other:
+        print(f"cniplug helper: helper {other} already serves {path}; stop it first", file=sys.stderr)
+        return 1
     if os.path.exists(path):
         os.unlink(path)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -312,6 +316,20 @@ def file_id(path: str) -> tuple[int, int, float] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino, st.st_mtime) if st else None
+
+
+def serving(path: str) -> int:
+    """The pid of the helper serving `path` now (its record names a live helper process and the socket
+    is there), else 0."""
+    try:
+        with open(path + ".json") as f:
+            pid = json.load(f).get("pid")
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            helper_process = b"helper" in f.read()
+    except (OSError, ValueError, AttributeError):
+        return 0
+    ok = isinstance(pid, int) and pid != os.getpid() and helper_process and alive(pid) and os.path.exists(path)
+    return pid if ok else 0
 
 
 def write_info(path: str, info: dict[str, object]) -> None:

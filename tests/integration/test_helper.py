@@ -271,3 +271,17 @@ def test_a_standalone_call_with_stdout_closed_exits_1_without_a_traceback(instal
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     record = json.loads(log.read_text().splitlines()[-1])
     assert record["outcome"] == "ok", record  # the call itself went well; only its answer was lost
+
+
+def test_a_second_helper_on_a_served_socket_refuses_instead_of_taking_it(installed: Path,
+                                                                        helper: tuple[str, Any]) -> None:
+    """A helper started by hand on the socket a running one serves (the systemd unit's, say) would unlink it
+    and bind its own: the first one would serve no one, and once the second exits, no one would."""
+    path, first = helper
+    second = subprocess.run([sys.executable, "-m", "cniplug", "helper", "--socket", path], capture_output=True,
+                            text=True, timeout=30)
+    assert second.returncode == 1 and "already" in second.stderr and str(first.pid) in second.stderr, second.stderr
+    proc = subprocess.run([str(installed / "cniplug-bridge")], input="", text=True,
+                          capture_output=True, env={"CNI_COMMAND": "VERSION", "CNIPLUG_HELPER_SOCKET": path,
+                                                    "CNIPLUG_HELPER_STATS": "1"})
+    assert served(proc), proc.stderr  # the first one still serves its socket
