@@ -223,7 +223,7 @@ def main(path: str = fastpath.SOCKET, idle_exit: int = 0, lock_fd: int = -1, wat
     started = time.time()
     info = {"pid": os.getpid(), "socket": path, "started": started, "idle_exit": idle_exit, "watch": watch,
             "version": __version__, "python": sys.executable, "code": os.path.dirname(os.path.dirname(__file__))}
-    calls, declined, last_call = 0, 0, time.monotonic()
+    calls, declined, last_call, last_served = 0, 0, time.monotonic(), 0.0
     write_info(path, {**info, "calls": calls, "last_call": 0.0})
     print(f"cniplug helper listening on {path} (pid {os.getpid()}, cniplug {__version__}"
           + (f", exits after {idle_exit} s without a call" if idle_exit else "") + ")", file=sys.stderr, flush=True)
@@ -269,10 +269,10 @@ def main(path: str = fastpath.SOCKET, idle_exit: int = 0, lock_fd: int = -1, wat
                 declined += len(words) - served
                 if counter is not None and len(words) > served:
                     counter.declined(len(words) - served)
-                if served:  # a declined call is no reason to stay
+                if served:  # a declined call is no reason to stay, nor the last call --status shows
                     calls += served
-                    last_call = time.monotonic()
-                write_info(path, {**info, "calls": calls, "declined": declined, "last_call": time.time()})
+                    last_call, last_served = time.monotonic(), time.time()
+                write_info(path, {**info, "calls": calls, "declined": declined, "last_call": last_served})
             idle = {pid for pid in idle if alive(pid)}  # one killed while waiting is replaced
             if idle_exit and time.monotonic() - last_call > idle_exit:
                 reason = f"no call for {idle_exit} s"

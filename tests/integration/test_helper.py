@@ -285,3 +285,21 @@ def test_a_second_helper_on_a_served_socket_refuses_instead_of_taking_it(install
                           capture_output=True, env={"CNI_COMMAND": "VERSION", "CNIPLUG_HELPER_SOCKET": path,
                                                     "CNIPLUG_HELPER_STATS": "1"})
     assert served(proc), proc.stderr  # the first one still serves its socket
+
+
+def test_a_declined_call_is_not_shown_as_the_last_call(installed: Path, helper: tuple[str, Any],
+                                                       make_netns: Callable[[str], str]) -> None:
+    """`cniplug helper --status` says when the helper last served a call, which is what its idle exit counts
+    from; a call it declined (from another network namespace) neither keeps it nor is its last call."""
+    path, _ = helper
+    node = Path(make_netns("qa2-decl")).name
+    proc = subprocess.run(["ip", "netns", "exec", node, str(installed / "cniplug-bridge")], input="", text=True,
+                          capture_output=True, timeout=30,
+                          env={"CNI_COMMAND": "VERSION", "CNIPLUG_HELPER_SOCKET": path, "CNIPLUG_HELPER_STATS": "1"})
+    assert proc.returncode == 0 and not served(proc), proc.stderr
+    for _ in range(50):  # the helper writes its record after the child told it
+        info = json.loads(Path(path + ".json").read_text())
+        if info.get("declined"):
+            break
+        time.sleep(0.05)
+    assert info["declined"] == 1 and info["calls"] == 0 and not info["last_call"], info
