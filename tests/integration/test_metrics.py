@@ -104,8 +104,10 @@ def test_calls_latency_and_addresses(helper: tuple[str, str], tmp_path: Path, ma
 def test_metrics_only_on_loopback() -> None:
     proc = subprocess.run([sys.executable, "-m", "cniplug", "helper", "--socket", "/run/cniplug/tmx-no.sock",
                            "--metrics", "0.0.0.0:9217", "--idle-exit", "1"], capture_output=True, text=True, timeout=60)
-    assert "no metrics: --metrics '0.0.0.0:9217': expected LOOPBACK-ADDRESS:PORT" in proc.stderr
+    assert proc.returncode == 2 and "--metrics '0.0.0.0:9217': expected LOOPBACK-ADDRESS:PORT" in proc.stderr
+    assert not os.path.exists("/run/cniplug/tmx-no.sock")  # refused before it listens
     proc = subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", "/nonexistent/tmx",
                            "--helper-metrics", "192.0.2.9:1"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--helper-metrics '192.0.2.9:1'" in proc.stderr
     assert not os.path.exists("/nonexistent/tmx")
+
