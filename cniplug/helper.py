@@ -235,14 +235,30 @@ def main(path: str = fastpath.SOCKET, idle_exit: int = 0, lock_fd: int = -1, wat
 
         try:
             counter = metrics.Metrics()
-            host, port = counter.serve(metrics_address)
-            info["metrics"] = f"http://{host}:{port}/metrics" if ":" not in host else f"http://[{host}]:{port}/metrics"
             done_r, done_w = os.pipe2(os.O_CLOEXEC)
-            write_info(path, {**info, "calls": calls, "last_call": 0.0})
-            print(f"cniplug helper: metrics on {info['metrics']}", file=sys.stderr, flush=True)
-        except (OSError, ValueError, ImportError) as exc:
-            counter = None
+        except ImportError as exc:
             print(f"cniplug helper: no metrics: {exc}", file=sys.stderr, flush=True)
+    serving_metrics, said = False, False
+
+    def serve_metrics() -> bool:
+        """Start the metrics server; False while its port is taken (after an upgrade, by the helper of the
+        install before, which exits within a second or two): the loop tries again every second."""
+        nonlocal said
+        assert counter is not None
+        try:
+            host, port = counter.serve(metrics_address)
+        except (OSError, ValueError) as exc:
+            if not said:
+                print(f"cniplug helper: no metrics yet: {exc}; trying again every second", file=sys.stderr, flush=True)
+                said = True
+            return False
+        info["metrics"] = f"http://{host}:{port}/metrics" if ":" not in host else f"http://[{host}]:{port}/metrics"
+        write_info(path, {**info, "calls": calls, "declined": declined, "last_call": last_served})
+        print(f"cniplug helper: metrics on {info['metrics']}", file=sys.stderr, flush=True)
+        return True
+
+    if counter is not None:
+        serving_metrics = serve_metrics()
     pending = b""
     idle: set[int] = set()
     reason = ""
@@ -274,6 +290,8 @@ def main(path: str = fastpath.SOCKET, idle_exit: int = 0, lock_fd: int = -1, wat
                     last_call, last_served = time.monotonic(), time.time()
                 write_info(path, {**info, "calls": calls, "declined": declined, "last_call": last_served})
             idle = {pid for pid in idle if alive(pid)}  # one killed while waiting is replaced
+            if counter is not None and not serving_metrics:
+                serving_metrics = serve_metrics()
             if idle_exit and time.monotonic() - last_call > idle_exit:
                 reason = f"no call for {idle_exit} s"
             elif watch and file_id(watch) != watched:
