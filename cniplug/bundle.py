@@ -159,7 +159,19 @@ def prune(root: Path) -> None:
     keep = kept(root) | running_from(root)
     for entry in root.iterdir():
         if entry.is_dir() and not entry.is_symlink() and entry.name not in keep and (entry / EXE).exists():
+            forget_compiled(entry)
             shutil.rmtree(entry, ignore_errors=True)
+
+
+def forget_compiled(runtime: Path) -> None:
+    """The runtime's compiled templates out of /run/cniplug/jinja before the runtime goes (never raises)."""
+    from cniplug import render
+
+    for templates in (runtime / "_internal" / "cniplug" / "templates", runtime / "cniplug" / "templates"):
+        try:
+            render.forget_compiled(templates)
+        except Exception:  # noqa: BLE001 -- a cache entry left behind is no reason to fail an install
+            pass
 
 
 def rollback(runtime_dir: str) -> int:
@@ -221,6 +233,7 @@ def prune_all(root: Path) -> None:
     """Remove every runtime directory (one holding our executable) under `root`, then `root` if empty."""
     for entry in root.iterdir():
         if entry.is_dir() and not entry.is_symlink() and (entry / EXE).exists():
+            forget_compiled(entry)
             shutil.rmtree(entry, ignore_errors=True)
     try:
         root.rmdir()
