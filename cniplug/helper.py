@@ -375,6 +375,9 @@ def status(run_dir: str = rundir.RUN_DIR) -> list[dict[str, object]]:
                 info = json.load(f)
         except (OSError, ValueError):
             continue
+        numbers = ("pid", "started", "last_call", "calls")
+        if not isinstance(info, dict) or not all(isinstance(info.get(k, 0), (int, float)) for k in numbers):
+            continue  # not what a helper writes
         pid = info.get("pid")
         info["alive"] = isinstance(pid, int) and alive(pid) and os.path.exists(str(info.get("socket")))
         found.append(info)
