@@ -49,6 +49,7 @@ def build(out_dir: str) -> Path:
         raise RuntimeError("building the self-contained runtime needs PyInstaller: pip install 'cniplug[bundle]'") \
             from None
     out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)  # OSError now, not PyInstaller's traceback after its ~20 s of work
     work = Path(tempfile.mkdtemp(prefix="cniplug-bundle-"))
     try:
         entry = Path(__file__).resolve().parent / "frozen.py"
@@ -158,7 +159,19 @@ def prune(root: Path) -> None:
     keep = kept(root) | running_from(root)
     for entry in root.iterdir():
         if entry.is_dir() and not entry.is_symlink() and entry.name not in keep and (entry / EXE).exists():
+            forget_compiled(entry)
             shutil.rmtree(entry, ignore_errors=True)
+
+
+def forget_compiled(runtime: Path) -> None:
+    """The runtime's compiled templates out of /run/cniplug/jinja before the runtime goes (never raises)."""
+    from cniplug import render
+
+    for templates in (runtime / "_internal" / "cniplug" / "templates", runtime / "cniplug" / "templates"):
+        try:
+            render.forget_compiled(templates)
+        except Exception:  # noqa: BLE001 -- a cache entry left behind is no reason to fail an install
+            pass
 
 
 def rollback(runtime_dir: str) -> int:
@@ -177,16 +190,19 @@ def rollback(runtime_dir: str) -> int:
 def uninstall(bin_dir: str, runtime_dir: str, plugins: dict[str, str]) -> int:
     """Remove what the installs made: plugin executables in `bin_dir` that are ours (symlinks into
     `runtime_dir`, or wrappers `cniplug install` wrote), the helpers they started (ended by the pid in
-    their status record) and their files, and `runtime_dir`'s runtimes. Anything else is left. 0."""
+    their status record) and their files, and `runtime_dir`'s runtimes, unless the executables removed were
+    all wrappers (then another bin dir's install may still link into it). Anything else is left. 0."""
     from cniplug import helper
 
     root = Path(runtime_dir).resolve()
     removed = []
+    linked = False  # a symlink into runtime_dir was removed: bin_dir was installed from it
     for plugin in plugins:
         path = Path(bin_dir) / plugin
         ours = False
         if path.is_symlink():
             ours = os.readlink(path).startswith(str(root) + "/")
+            linked = linked or ours
         elif path.is_file():
             with open(path, "rb") as f:
                 ours = b"installed by `cniplug install`" in f.read(512)
@@ -201,7 +217,10 @@ def uninstall(bin_dir: str, runtime_dir: str, plugins: dict[str, str]) -> int:
                 Path(str(info.get("socket")) + suffix).unlink(missing_ok=True)
     for name in removed:
         print(f"removed {name}")
-    if root.is_dir():
+    if removed and not linked:  # wrappers only: the runtimes belong to another bin dir's install
+        if root.is_dir():
+            print(f"left the runtimes in {root}: {bin_dir}'s executables were not installed from it")
+    elif root.is_dir():
         for link in ("current", "previous"):
             if (root / link).is_symlink():
                 (root / link).unlink()
@@ -214,6 +233,7 @@ def prune_all(root: Path) -> None:
     """Remove every runtime directory (one holding our executable) under `root`, then `root` if empty."""
     for entry in root.iterdir():
         if entry.is_dir() and not entry.is_symlink() and (entry / EXE).exists():
+            forget_compiled(entry)
             shutil.rmtree(entry, ignore_errors=True)
     try:
         root.rmdir()

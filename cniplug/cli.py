@@ -182,7 +182,8 @@ def parser() -> argparse.ArgumentParser:
                    help="an auto-started helper serves Prometheus metrics there (a loopback address)")
     p.add_argument("--self-contained", action="store_true",
                    help="install a runtime with its own Python (PyInstaller) into --runtime-dir, for hosts without one")
-    p.add_argument("--runtime-dir", default="/opt/cniplug", help="where --self-contained puts its runtimes")
+    p.add_argument("--runtime-dir", default=None,
+                   help="where --self-contained puts its runtimes (default /opt/cniplug)")
     p.add_argument("--bundle", default="", help="with --self-contained: a runtime built by `cniplug bundle` "
                    "(default: this one when it is self-contained, else build one now)")
     p.add_argument("--rollback", action="store_true", help="with --self-contained: go back to the previous runtime")
@@ -275,6 +276,11 @@ def dispatch(argv: list[str]) -> int:
     if args.cmd == "install":
         import cniplug.bundle as bundle
 
+        given = [o for o, v in (("--runtime-dir", args.runtime_dir), ("--bundle", args.bundle)) if v]
+        args.runtime_dir = args.runtime_dir or "/opt/cniplug"
+        if given and not (args.self_contained or args.uninstall or args.rollback or bundle.frozen()):
+            raise UsageError(f"{given[0]} is for the self-contained runtime: add --self-contained (or run the "
+                             "bundle's own cniplug)")
         if args.compile_templates:
             compile_templates()
             return 0
@@ -315,6 +321,13 @@ def dispatch(argv: list[str]) -> int:
             return helper.print_status()
         if args.idle_exit < 0:
             raise UsageError(f"--idle-exit {args.idle_exit}: must be 0 (never) or more seconds")
+        if args.metrics:
+            import cniplug.metrics as metrics
+
+            try:
+                metrics.parse_address(args.metrics)
+            except ValueError as err:
+                raise UsageError(str(err)) from None
         return helper.main(args.socket, args.idle_exit, args.lock_fd, args.watch, args.metrics)
     if args.cmd == "net":
         import cniplug.net as net

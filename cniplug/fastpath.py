@@ -173,6 +173,12 @@ def main(plugin: str, module: str, auto: dict[str, object] | None = None) -> Non
     CNIPLUG_NO_HELPER=1 runs every call here.
     """
     environ = posix.environ  # bytes keys and values
+    # fd 0 or 1 closed (sys.stdin/stdout None): read nothing, and the answer is lost, so the status is 1.
+    closed = sys.stdout is None
+    if closed:
+        sys.stdout = open("/dev/null", "w")
+    if sys.stdin is None:
+        sys.stdin = open("/dev/null")
     override = environ.get(b"CNIPLUG_HELPER_SOCKET")
     default = str(auto["socket"]) if auto else SOCKET
     path = override.decode(errors="surrogateescape") if override else default
@@ -192,8 +198,13 @@ def main(plugin: str, module: str, auto: dict[str, object] | None = None) -> Non
             rc, out, stats, err = answer
             if stats:  # sent only when the call's environment has STATS_ENV
                 err += b"cniplug-helper-stats " + stats + b"\n"
-            write_all(2, err)
-            write_all(1, out)
+            for fd, data in ((2, err), (1, out)):
+                try:
+                    write_all(fd, data)
+                except OSError:  # a closed stdout or stderr: what could not be written is lost, as in quick_exit
+                    rc = rc or 1
+            if closed:
+                rc = rc or 1
             posix._exit(rc & 0xFF)  # all written straight to the fds; skipping interpreter teardown saves ~3 ms
         # Declined: nothing ran, so run it here. Went away mid-call: running again here is safe for every
         # verb but ADD, whose half-done work the runtime cleans up with DEL after an error.
@@ -223,7 +234,7 @@ def main(plugin: str, module: str, auto: dict[str, object] | None = None) -> Non
             paths = auto.get("paths")
             autostart.start(path, int(str(auto["idle"])), paths if isinstance(paths, list) else [], sys.argv[0],
                             str(auto.get("metrics") or ""))
-    quick_exit(code)
+    quick_exit((code or 1) if closed else code)
 
 
 def quick_exit(code: object) -> None:

@@ -198,6 +198,10 @@ def main(path: str = fastpath.SOCKET, idle_exit: int = 0, lock_fd: int = -1, wat
         rundir.ensure()
     else:  # a private path (tests): made 0700 if missing, an existing directory is left as it is
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    other = serving(path)
+    if other:
+        print(f"cniplug helper: helper {other} already serves {path}; stop it first", file=sys.stderr)
+        return 1
     if os.path.exists(path):
         os.unlink(path)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -221,7 +225,7 @@ def main(path: str = fastpath.SOCKET, idle_exit: int = 0, lock_fd: int = -1, wat
     started = time.time()
     info = {"pid": os.getpid(), "socket": path, "started": started, "idle_exit": idle_exit, "watch": watch,
             "version": __version__, "python": sys.executable, "code": os.path.dirname(os.path.dirname(__file__))}
-    calls, declined, last_call = 0, 0, time.monotonic()
+    calls, declined, last_call, last_served = 0, 0, time.monotonic(), 0.0
     write_info(path, {**info, "calls": calls, "last_call": 0.0})
     print(f"cniplug helper listening on {path} (pid {os.getpid()}, cniplug {__version__}"
           + (f", exits after {idle_exit} s without a call" if idle_exit else "") + ")", file=sys.stderr, flush=True)
@@ -233,14 +237,30 @@ def main(path: str = fastpath.SOCKET, idle_exit: int = 0, lock_fd: int = -1, wat
 
         try:
             counter = metrics.Metrics()
-            host, port = counter.serve(metrics_address)
-            info["metrics"] = f"http://{host}:{port}/metrics" if ":" not in host else f"http://[{host}]:{port}/metrics"
             done_r, done_w = os.pipe2(os.O_CLOEXEC)
-            write_info(path, {**info, "calls": calls, "last_call": 0.0})
-            print(f"cniplug helper: metrics on {info['metrics']}", file=sys.stderr, flush=True)
-        except (OSError, ValueError, ImportError) as exc:
-            counter = None
+        except ImportError as exc:
             print(f"cniplug helper: no metrics: {exc}", file=sys.stderr, flush=True)
+    serving_metrics, said = False, False
+
+    def serve_metrics() -> bool:
+        """Start the metrics server; False while its port is taken (after an upgrade, by the helper of the
+        install before, which exits within a second or two): the loop tries again every second."""
+        nonlocal said
+        assert counter is not None
+        try:
+            host, port = counter.serve(metrics_address)
+        except (OSError, ValueError) as exc:
+            if not said:
+                print(f"cniplug helper: no metrics yet: {exc}; trying again every second", file=sys.stderr, flush=True)
+                said = True
+            return False
+        info["metrics"] = f"http://{host}:{port}/metrics" if ":" not in host else f"http://[{host}]:{port}/metrics"
+        write_info(path, {**info, "calls": calls, "declined": declined, "last_call": last_served})
+        print(f"cniplug helper: metrics on {info['metrics']}", file=sys.stderr, flush=True)
+        return True
+
+    if counter is not None:
+        serving_metrics = serve_metrics()
     pending = b""
     idle: set[int] = set()
     reason = ""
@@ -267,11 +287,13 @@ def main(path: str = fastpath.SOCKET, idle_exit: int = 0, lock_fd: int = -1, wat
                 declined += len(words) - served
                 if counter is not None and len(words) > served:
                     counter.declined(len(words) - served)
-                if served:  # a declined call is no reason to stay
+                if served:  # a declined call is no reason to stay, nor the last call --status shows
                     calls += served
-                    last_call = time.monotonic()
-                write_info(path, {**info, "calls": calls, "declined": declined, "last_call": time.time()})
+                    last_call, last_served = time.monotonic(), time.time()
+                write_info(path, {**info, "calls": calls, "declined": declined, "last_call": last_served})
             idle = {pid for pid in idle if alive(pid)}  # one killed while waiting is replaced
+            if counter is not None and not serving_metrics:
+                serving_metrics = serve_metrics()
             if idle_exit and time.monotonic() - last_call > idle_exit:
                 reason = f"no call for {idle_exit} s"
             elif watch and file_id(watch) != watched:
@@ -316,6 +338,20 @@ def file_id(path: str) -> tuple[int, int, float] | None:
     return (st.st_dev, st.st_ino, st.st_mtime) if st else None
 
 
+def serving(path: str) -> int:
+    """The pid of the helper serving `path` now (its record names a live helper process and the socket
+    is there), else 0."""
+    try:
+        with open(path + ".json") as f:
+            pid = json.load(f).get("pid")
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            helper_process = b"helper" in f.read()
+    except (OSError, ValueError, AttributeError):
+        return 0
+    ok = isinstance(pid, int) and pid != os.getpid() and helper_process and alive(pid) and os.path.exists(path)
+    return pid if ok else 0
+
+
 def write_info(path: str, info: dict[str, object]) -> None:
     """Replace `path`.json with `info` atomically (read by `cniplug helper --status`)."""
     tmp = f"{path}.json.tmp{os.getpid()}"
@@ -341,6 +377,9 @@ def status(run_dir: str = rundir.RUN_DIR) -> list[dict[str, object]]:
                 info = json.load(f)
         except (OSError, ValueError):
             continue
+        numbers = ("pid", "started", "last_call", "calls")
+        if not isinstance(info, dict) or not all(isinstance(info.get(k, 0), (int, float)) for k in numbers):
+            continue  # not what a helper writes
         pid = info.get("pid")
         info["alive"] = isinstance(pid, int) and alive(pid) and os.path.exists(str(info.get("socket")))
         found.append(info)

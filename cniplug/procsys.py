@@ -21,6 +21,7 @@ other options) returns None, and the real command runs.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
@@ -29,6 +30,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 CLONE_NEWNET = 0x40000000
+DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)  # procps says "permission denied on key" for each
 _WORD = re.compile(r"[A-Za-z0-9_.-]+=[A-Za-z0-9_.:-]+")
 
 
@@ -58,7 +60,7 @@ def write(settings: list[tuple[str, str]]) -> tuple[int, str, str]:
             continue
         except OSError as exc:
             rc = 1
-            err.append(f'sysctl: permission denied on key "{key}"\n' if exc.errno == 13 else
+            err.append(f'sysctl: permission denied on key "{key}"\n' if exc.errno in DENIED else
                        f'sysctl: setting key "{key}": {exc.strerror}\n')
             continue
         try:
@@ -81,8 +83,8 @@ def _setns(fd: int) -> None:
 
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.setns(fd, CLONE_NEWNET) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
 
 
 T = TypeVar("T")

@@ -98,6 +98,20 @@ def compile_all() -> int:
     return len(names)
 
 
+def forget_compiled(templates: Path) -> None:
+    """Take out of the bytecode cache what compile_all put there for the templates under `templates` (a
+    self-contained runtime an upgrade removes: its keys name its directory, and /run is memory)."""
+    bcc = bytecode_cache()
+    if bcc is None or not templates.is_dir():
+        return
+    templates = templates.resolve()  # as templates_dir() names them
+    loader = FileSystemLoader(str(templates))
+    for path in templates.rglob("*.j2"):
+        name = path.relative_to(templates).as_posix()
+        filename = loader.get_source(environment(), name)[1]
+        Path(bcc.directory, bcc.pattern % bcc.get_cache_key(name, filename)).unlink(missing_ok=True)
+
+
 def render(template: str, **context: Any) -> str:
     text = str(environment().get_template(template).render(**context))
     # Tidy the layout the template logic leaves behind: no blank line before an #undo, at most one

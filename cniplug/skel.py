@@ -260,8 +260,11 @@ class DeferredLog(logging.Handler):
         if not self.lines:
             return
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            # O_NONBLOCK: a FIFO no one reads is an error (ENXIO) at once, not a call blocked forever.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                         | os.O_NONBLOCK, 0o600)
             try:
+                os.set_blocking(fd, True)  # a reader is there: let it take the whole record
                 os.write(fd, "".join(self.lines).encode(errors="replace"))
             finally:
                 os.close(fd)

@@ -213,7 +213,23 @@ class EtcdSource:
 
     def hold(self, records: list[Lease]) -> list[Lease]:
         """Keep this node's record alive, taking a subnet when it holds none; the records after that."""
-        mine = [r for r in records if r.node == self.name]
+        cluster = ipaddress.ip_network(self.cluster_cidr)
+        mine: list[Lease] = []
+        misfits: list[Lease] = []
+        for r in records:
+            if r.node == self.name:
+                net = ipaddress.ip_network(r.cidr)
+                fits = net.version == 4 and net.prefixlen == self.prefix_len and net.subnet_of(cluster)  # type: ignore[arg-type]
+                (mine if fits else misfits).append(r)
+        for r in misfits:  # taken under another --cluster-cidr or --pod-prefix-len: given back
+            if r.lease:
+                try:
+                    self.etcdctl("lease", "revoke", f"{r.lease:x}")
+                except SourceError as err:
+                    if "lease not found" not in str(err):
+                        raise
+        if misfits:
+            records = self.records()
         if mine and mine[0].lease and self.keep_alive(mine[0].lease):
             rec = mine[0]
             self.cidr, self.lease = rec.cidr, rec.lease

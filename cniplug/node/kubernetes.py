@@ -15,6 +15,7 @@ DaemonSet grants is get/list/watch on nodes (contrib/kubernetes/cniplug.yaml).
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,6 +69,11 @@ class KubernetesSource:
                         config.load_kube_config()
             except (config.ConfigException, OSError) as err:
                 raise KubernetesError(f"no Kubernetes API configuration: {err}") from None
+            except Exception as err:  # noqa: BLE001 -- junk in the file: YAML, type or decoding errors
+                where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+                first = (str(err).strip().splitlines() or [""])[0]
+                raise KubernetesError(f"no Kubernetes API configuration: {where} is not a kubeconfig file "
+                                      f"({type(err).__name__}: {first})") from None
             api = client.CoreV1Api()
         self.api = api
         self.resource_version = ""

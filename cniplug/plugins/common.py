@@ -425,6 +425,12 @@ def flock_with_timeout(fd: int, timeout: float, busy: str, shared: bool = False)
         signal.signal(signal.SIGALRM, previous)
 
 
+def conf_key(family: str, name: str, leaf: str) -> str:
+    """The sysctl key net.<family>.conf.<name>.<leaf> for `sysctl -w` and facts.sysctl. sysctl reads a dotted
+    key's dots as separators, so for a name with a dot (a VLAN-style `eth0.1`) it is the slash form."""
+    return f"net/{family}/conf/{name}/{leaf}" if "." in name else f"net.{family}.conf.{name}.{leaf}"
+
+
 def forwarding_plan(families: Iterable[int]) -> dict[str, Any] | None:
     """Turn on IP forwarding for these families where it is off (never turned off again, except by rollback)."""
     from cniplug import facts

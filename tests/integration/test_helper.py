@@ -241,3 +241,65 @@ def test_helper_that_dies_mid_call(installed: Path, tmp_path: Path, verb: str) -
         assert not data.exists(), "the ADD was run a second time after the helper died"
     else:
         assert proc.returncode == 0 and proc.stdout == "", proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("closed", ["pipe", "fd"])
+def test_an_answer_to_a_closed_stdout_is_an_exit_status_not_a_traceback(installed: Path, helper: tuple[str, Any],
+                                                                        closed: str) -> None:
+    path, _ = helper
+    env = {"CNI_COMMAND": "VERSION", "CNIPLUG_HELPER_SOCKET": path, "CNIPLUG_HELPER_STATS": "1"}
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone: writing gets EPIPE
+    try:
+        argv = [str(installed / "cniplug-bridge")] if closed == "pipe" else \
+            ["bash", "-c", 'exec "$0" >&-', str(installed / "cniplug-bridge")]
+        proc = subprocess.run(argv, input="{}", stdout=write, stderr=subprocess.PIPE, text=True, env=env, timeout=30)
+    finally:
+        os.close(write)
+    assert served(proc), proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_standalone_call_with_stdout_closed_exits_1_without_a_traceback(installed: Path, tmp_path: Path,
+                                                                          make_netns: Callable[[str], str]) -> None:
+    log = tmp_path / "calls.log"
+    conf = {"cniVersion": "1.0.0", "name": "qa2lo", "type": "cniplug-loopback", "logFile": str(log)}
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "qa2c", "CNI_NETNS": make_netns("qa2so"), "CNI_IFNAME": "lo",
+           "CNI_PATH": "/usr/lib/cni", "CNIPLUG_NO_HELPER": "1"}
+    proc = subprocess.run(["bash", "-c", 'exec "$0" >&-', str(installed / "cniplug-loopback")], input=json.dumps(conf),
+                          capture_output=True, text=True, env=env, timeout=30)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    record = json.loads(log.read_text().splitlines()[-1])
+    assert record["outcome"] == "ok", record  # the call itself went well; only its answer was lost
+
+
+def test_a_second_helper_on_a_served_socket_refuses_instead_of_taking_it(installed: Path,
+                                                                        helper: tuple[str, Any]) -> None:
+    """A helper started by hand on the socket a running one serves (the systemd unit's, say) would unlink it
+    and bind its own: the first one would serve no one, and once the second exits, no one would."""
+    path, first = helper
+    second = subprocess.run([sys.executable, "-m", "cniplug", "helper", "--socket", path], capture_output=True,
+                            text=True, timeout=30)
+    assert second.returncode == 1 and "already" in second.stderr and str(first.pid) in second.stderr, second.stderr
+    proc = subprocess.run([str(installed / "cniplug-bridge")], input="", text=True,
+                          capture_output=True, env={"CNI_COMMAND": "VERSION", "CNIPLUG_HELPER_SOCKET": path,
+                                                    "CNIPLUG_HELPER_STATS": "1"})
+    assert served(proc), proc.stderr  # the first one still serves its socket
+
+
+def test_a_declined_call_is_not_shown_as_the_last_call(installed: Path, helper: tuple[str, Any],
+                                                       make_netns: Callable[[str], str]) -> None:
+    """`cniplug helper --status` says when the helper last served a call, which is what its idle exit counts
+    from; a call it declined (from another network namespace) neither keeps it nor is its last call."""
+    path, _ = helper
+    node = Path(make_netns("qa2-decl")).name
+    proc = subprocess.run(["ip", "netns", "exec", node, str(installed / "cniplug-bridge")], input="", text=True,
+                          capture_output=True, timeout=30,
+                          env={"CNI_COMMAND": "VERSION", "CNIPLUG_HELPER_SOCKET": path, "CNIPLUG_HELPER_STATS": "1"})
+    assert proc.returncode == 0 and not served(proc), proc.stderr
+    for _ in range(50):  # the helper writes its record after the child told it
+        info = json.loads(Path(path + ".json").read_text())
+        if info.get("declined"):
+            break
+        time.sleep(0.05)
+    assert info["declined"] == 1 and info["calls"] == 0 and not info["last_call"], info

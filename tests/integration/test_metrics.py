@@ -104,8 +104,55 @@ def test_calls_latency_and_addresses(helper: tuple[str, str], tmp_path: Path, ma
 def test_metrics_only_on_loopback() -> None:
     proc = subprocess.run([sys.executable, "-m", "cniplug", "helper", "--socket", "/run/cniplug/tmx-no.sock",
                            "--metrics", "0.0.0.0:9217", "--idle-exit", "1"], capture_output=True, text=True, timeout=60)
-    assert "no metrics: --metrics '0.0.0.0:9217': expected LOOPBACK-ADDRESS:PORT" in proc.stderr
+    assert proc.returncode == 2 and "--metrics '0.0.0.0:9217': expected LOOPBACK-ADDRESS:PORT" in proc.stderr
+    assert not os.path.exists("/run/cniplug/tmx-no.sock")  # refused before it listens
     proc = subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", "/nonexistent/tmx",
                            "--helper-metrics", "192.0.2.9:1"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--helper-metrics '192.0.2.9:1'" in proc.stderr
     assert not os.path.exists("/nonexistent/tmx")
+
+
+def test_metrics_come_up_once_the_port_is_free(tmp_path: Path) -> None:
+    """After an upgrade the new install's first call starts a helper while the old one, not yet gone, still holds
+    the --helper-metrics port: the new helper serves its metrics as soon as the port is free, not never."""
+    import socket
+
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    sock = f"/run/cniplug/qa2-mx-{os.getpid()}.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "cniplug", "helper", "--socket", sock, "--metrics",
+                             f"127.0.0.1:{port}"], stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(200):
+            if os.path.exists(sock + ".json"):
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)
+        holder.close()  # the old helper is gone
+        url = ""
+        for _ in range(100):
+            url = json.loads(Path(sock + ".json").read_text()).get("metrics", "")
+            if url:
+                break
+            time.sleep(0.05)
+        assert url == f"http://127.0.0.1:{port}/metrics"
+        bin_dir = tmp_path / "bin"
+        subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(bin_dir), "--no-auto-helper"],
+                       check=True, capture_output=True)
+        call = subprocess.run([str(bin_dir / "cniplug-ptp")], input="", text=True, capture_output=True,
+                              env={"CNI_COMMAND": "VERSION", "CNIPLUG_HELPER_SOCKET": sock})
+        assert call.returncode == 0, call.stderr
+        for _ in range(50):
+            if value(scrape(url), "cniplug_helper_calls_total", plugin="cniplug-ptp", verb="VERSION", outcome="ok"):
+                break
+            time.sleep(0.1)
+        assert value(scrape(url), "cniplug_helper_calls_total", plugin="cniplug-ptp", verb="VERSION", outcome="ok") == 1
+    finally:
+        holder.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+        for suffix in ("", ".json"):
+            Path(sock + suffix).unlink(missing_ok=True)

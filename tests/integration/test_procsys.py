@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes  # noqa: F401  (imported, as the helper does: procsys may enter namespaces on 3.11)
+import json
 import os
 import subprocess
 import sys
@@ -64,3 +65,20 @@ def test_a_one_call_process_on_python_3_11_leaves_namespaces_to_nsenter() -> Non
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ("None" if sys.version_info < (3, 12) else
                    "(1, '', 'nsenter: cannot open /run/netns/tps-absent: No such file or directory\\n')")
+
+
+def test_a_read_only_proc_sys_is_reported_as_procps_does(make_netns: Callable[[str], str]) -> None:
+    """A container runtime's read-only /proc/sys (EROFS): procps says 'permission denied on key', as for EACCES
+    and EPERM. Run in a mount namespace of its own, inside a network namespace: nothing can change."""
+    netns = make_netns("qa2-ro")
+    code = ("import json, subprocess, sys; from cniplug import procsys; argv = ['sysctl', '-w', sys.argv[1]]; "
+            "p = subprocess.run(argv, capture_output=True, text=True, env={'PATH': '/usr/sbin:/usr/bin:/sbin:/bin'}); "
+            "print(json.dumps([list(procsys.carry_out(argv)), [p.returncode, p.stdout, p.stderr]]))")
+    script = 'mount --bind -o ro /proc/sys /proc/sys && exec "$@"'
+    proc = subprocess.run(["ip", "netns", "exec", os.path.basename(netns), "unshare", "--mount", "sh", "-c", script,
+                           "sh", sys.executable, "-c", code, f"{KEY}=1"], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert proc.returncode == 0, proc.stderr
+    ours, theirs = json.loads(proc.stdout)
+    assert theirs[0] == 1 and "permission denied" in theirs[2]
+    assert ours == theirs

@@ -107,3 +107,11 @@ def test_kubeconfig_file(tmp_path: Path) -> None:
             assert [n.name for n in source.nodes()] == ["cp-1", "worker-1", "worker-2"]
         finally:
             source.close()
+
+
+@pytest.mark.parametrize("text", ["garbage: [\n", "- a\n- b\n", "just text\n", "\x00\xff"])
+def test_a_kubeconfig_that_is_not_one_is_a_one_line_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "config"
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(KubernetesError, match=f"no Kubernetes API configuration.*{path}"):
+        KubernetesSource(str(path))

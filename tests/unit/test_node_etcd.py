@@ -5,6 +5,7 @@ tests/integration/test_node_cluster.py."""
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import re
 
@@ -197,3 +198,19 @@ def test_bad_arguments_are_refused(kw: dict[str, object], what: str) -> None:
                                "cluster_cidr": "10.239.0.0/17", **kw}
     with pytest.raises(ValueError, match=what):
         EtcdSource(**args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("cluster", "prefix_len"), [("10.240.0.0/22", 24), ("10.239.0.0/22", 25)])
+def test_a_subnet_that_no_longer_fits_the_cluster_cidr_is_given_back_and_a_fitting_one_taken(
+        cluster: str, prefix_len: int) -> None:
+    """The operator corrects --cluster-cidr (or --pod-prefix-len) and restarts the agent: its old subnet would
+    put its pods outside the cluster (masqueraded between nodes)."""
+    fake = FakeEtcd()
+    old = source(fake, "n1")
+    old.nodes()
+    restarted = EtcdSource("n1", "10.239.200.11", "http://10.239.200.1:23790", cluster, prefix_len, 4,
+                           run=fake.run)  # type: ignore[arg-type]
+    nodes = restarted.nodes()
+    assert ipaddress.ip_network(restarted.cidr).subnet_of(ipaddress.ip_network(cluster))  # type: ignore[arg-type]
+    assert ipaddress.ip_network(restarted.cidr).prefixlen == prefix_len
+    assert nodes == [NodeInfo("n1", (restarted.cidr,), "10.239.200.11")]  # the old record is gone

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from typing import Any
 
 import pytest
@@ -331,3 +332,21 @@ def test_log_file_has_one_structured_record_per_call(tmp_path: Any) -> None:
     assert failed["outcome"] == "error" and failed["error"] == {"code": 11, "msg": "try again"}
     assert "ip link add y" in failed["script"] and failed["rolledBack"] is True
     assert "ip link add x" not in failed["script"], "a call's record holds only its own script"
+
+
+def test_log_file_that_is_a_fifo_nobody_reads_does_not_hang_the_call(tmp_path: Any) -> None:
+    """A log shipper's FIFO whose reader is down: opening it for writing would block the call (and the runtime's
+    pod start) forever. The record is lost with a line on stderr; the call answers."""
+    import signal
+
+    fifo = tmp_path / "cni.log"
+    os.mkfifo(fifo)
+    conf = {**CONF, "logFile": str(fifo)}
+    old = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the call blocked on the logFile"))
+    signal.alarm(5)
+    try:
+        rc, _ = invoke(ENV, json.dumps(conf).encode(), handlers={"ADD": lambda req: skel.log.info("x")})
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert rc == 0
