@@ -282,6 +282,8 @@ def dispatch(argv: list[str]) -> int:
             raise UsageError(f"{given[0]} is for the self-contained runtime: add --self-contained (or run the "
                              "bundle's own cniplug)")
         if args.compile_templates:
+            if os.geteuid() != 0:  # the cache is root's (render.bytecode_cache): plugin calls run as root
+                raise UsageError(f"--compile-templates: the cache {rundir.RUN_DIR}/jinja is root's; run it as root")
             compile_templates()
             return 0
         if args.uninstall:

@@ -246,6 +246,7 @@ def test_bench_and_helper_with_ip_missing(no_ip: list[str], tmp_path: Path) -> N
     (["bench", "--short"], 2, "cniplug bench needs root"),
     (["tutorial", "1", "--run", "--prefix", "tep-n-"], 1, "cniplug tutorial --run needs root"),
     (["install", "--bin-dir", "/usr/lib/tep-nobody"], 1, "cniplug install: Permission denied: /usr/lib/tep-nobody"),
+    (["install", "--compile-templates"], 2, "cniplug install: --compile-templates: the cache /run/cniplug/jinja"),
 ])
 def test_subcommands_as_a_user_that_is_not_root(argv: list[str], code: int, message: str) -> None:
     proc = cniplug(*argv, user=65534, env={"HOME": "/nonexistent"})
