@@ -505,6 +505,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "nd_applied": {"en": "reconciled: {steps} steps in {ms} ms", "zh": "已调和：{steps} 步，用时 {ms} 毫秒"},
     "nd_failed": {"en": "reconcile failed, nothing changed this round: {error}", "zh": "调和失败，本轮未做改动：{error}"},
     "nd_uninstalled": {"en": "node agent uninstalled: {steps} steps", "zh": "节点代理已卸载：{steps} 步"},
+    "nd_waiting": {"en": "no config list yet: the plugins in {bin_dir} do not answer ({why})",
+                   "zh": "暂不写入配置列表：{bin_dir} 里的插件没有应答（{why}）"},
     "nd_demo_build": {"en": "Build {count} simulated nodes on one underlay, with one etcd",
                       "zh": "搭建 {count} 个模拟节点，接在同一个底层网络上，外加一个 etcd"},
     "nd_demo_underlay": {"en": "underlay {ul}: bridge {bridge} at {gateway} (the nodes' gateway), etcd at {endpoint}; outside stand-in {out} at {outside}",

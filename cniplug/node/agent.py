@@ -66,11 +66,11 @@ def kubernetes_source(args: argparse.Namespace) -> Any:
 SOURCES: dict[str, Callable[[argparse.Namespace], Any]] = {"etcd": etcd_source, "kubernetes": kubernetes_source}
 
 
-def plugins_answer(bin_dir: str) -> bool:
-    """True when the installed cniplug-bridge in `bin_dir` answers VERSION, run in pid 1's mount and
-    network namespaces (nsenter) when this process is not in them, as the runtime will run it (a DaemonSet
-    pod): that call also starts the install's helper on the host (autostart.py), so the first pod is
-    served warm. The agent writes the config list only after this (issue #14 item 5)."""
+def plugins_answer(bin_dir: str) -> str:
+    """"" when the installed cniplug-bridge in `bin_dir` answers VERSION, else why not (one line). Run in
+    pid 1's mount and network namespaces (nsenter) when this process is not in them, as the runtime will
+    run it (a DaemonSet pod): that call also starts the install's helper on the host (autostart.py), so
+    the first pod is served warm. The agent writes the config list only after this (issue #14 item 5)."""
     import os
 
     from cniplug.autostart import same_namespaces_as_init
@@ -83,9 +83,15 @@ def plugins_answer(bin_dir: str) -> bool:
     try:
         done = subprocess.run(argv, input=b"", capture_output=True, timeout=60,
                               env={"CNI_COMMAND": "VERSION", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-        return done.returncode == 0 and "supportedVersions" in json.loads(done.stdout)
-    except (OSError, ValueError, subprocess.TimeoutExpired):
-        return False
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return printable(f"{exe}: {err}")
+    try:
+        if done.returncode == 0 and "supportedVersions" in json.loads(done.stdout):
+            return ""
+    except (ValueError, TypeError):
+        pass
+    said = (done.stderr or done.stdout).decode(errors="replace").strip()
+    return printable(f"{exe} VERSION exited {done.returncode}: {said}")
 
 
 def ready(conf_path: str, network: str) -> bool:
@@ -221,12 +227,17 @@ def main(args: argparse.Namespace) -> int:
     ttl = getattr(source, "ttl", 0)
     period = min(args.interval, ttl / 3) if ttl else args.interval
     code = 0
-    serving = not args.bin_dir
+    serving, waiting = not args.bin_dir, ""
     try:
         while not stop.is_set():
             started = time.monotonic()
             try:
-                serving = serving or plugins_answer(args.bin_dir)
+                if not serving:
+                    why = plugins_answer(args.bin_dir)
+                    serving = not why
+                    if why and why != waiting:  # said once, and again only when the reason changes
+                        print(say("waiting", lang, bin_dir=args.bin_dir, why=why), file=sys.stderr, flush=True)
+                    waiting = why
                 round_settings = settings if serving else dataclasses.replace(settings, write_conf=False)
                 text, count = reconcile_once(source, round_settings, args.name, args.address)
                 if count:

@@ -73,6 +73,7 @@ def test_agent_writes_the_list_for_its_node_and_removes_it(node: str, tmp_path: 
         done = agent(kcfg, conf_dir, "worker-1", "--once", "--bin-dir", str(broken))
         assert done.returncode == 0, done.stderr
         assert not conf.exists(), "a config list before the plugins can serve"
+        assert f"no config list yet: the plugins in {broken} do not answer" in done.stderr, done.stderr
 
         done = agent(kcfg, conf_dir, "worker-1", "--once", "--bin-dir", str(bin_dir))
         assert done.returncode == 0, done.stderr
