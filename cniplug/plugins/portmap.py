@@ -348,13 +348,18 @@ def route_localnet_plan(ip: Any, prev: dict[str, Any], dry_run: bool = False) ->
     that 127.0.0.1-sourced packets DNATed to the container may leave (cni-notes 3.6 step 6).
 
     The interface is what `ip route get` says when that is one of prevResult's host interfaces; else (nothing
-    yet, e.g. in a --dry-run of a whole list before the veth exists, where the lookup finds the default route)
-    the first host interface of prevResult. None when it is already 1 or no interface is found; also when the
-    interface does not exist, except in a --dry-run (the list's earlier plugin has not made it yet: shown as 0).
+    yet, e.g. in a --dry-run of a whole list before the veth exists, where the lookup finds the default route,
+    or no route at all on a node without one) the first host interface of prevResult. None when it is already 1
+    or no interface is found; also when the interface does not exist, except in a --dry-run (the list's earlier
+    plugin has not made it yet: shown as 0).
     """
     host = [str(i.get("name", "")) for i in prev.get("interfaces") or [] if not i.get("sandbox") and i.get("name")]
     dev = ""
-    for route in facts.ip_json(["ip"], "route", "get", str(ip.ip)):
+    try:
+        routes = facts.ip_json(["ip"], "route", "get", str(ip.ip))
+    except CNIError:  # no route at all ("Network is unreachable"): as the reference, not an error
+        routes = []
+    for route in routes:
         dev = str(route.get("dev", ""))
         break
     if dev not in host:

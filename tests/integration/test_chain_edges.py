@@ -1,0 +1,120 @@
+"""Edge cases of the chained plugins (portmap, firewall, bandwidth, tuning) and `cniplug net`, found by using them
+as a runtime or an operator would: inputs and host states the other tests do not cover.
+
+Every name starts with `qa1`: host namespaces `qa1-h<k>` (a private "node": its routes, iptables and sysctls belong
+to the test alone), containers `qa1-c<k><n>`, networks `qa1net<k>`, bridges `qa1br<k>`, addresses 10.226.<k>.0/24.
+Plugins run as a runtime runs them (env + stdin) inside the host namespace; namespaces, files and libcni cache
+entries are removed afterwards, also on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tcr_netstate import in_host, run_in_host
+
+from cniplug.net import container_id_of
+
+pytestmark = pytest.mark.root
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = Path("/var/lib/cni/results")
+
+
+@pytest.fixture
+def host(make_netns: Callable[..., str]) -> Callable[[int], str]:
+    """host(k) -> the name of a fresh private host namespace qa1-h<k> (lo up, nothing else: no default route)."""
+    def make(k: int) -> str:
+        name = Path(make_netns(f"qa1-h{k}", prefix="")).name
+        in_host(name, "ip", "link", "set", "lo", "up")
+        return name
+    return make
+
+
+@pytest.fixture(scope="module")
+def bin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("qa1bin")
+    subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(path), "--no-auto-helper"], check=True,
+                   capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return path
+
+
+@pytest.fixture
+def netconf(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """netconf(k, *plugins, version=...) writes conflist qa1net<k> into tmp_path/net.d; its libcni cache files
+    are removed afterwards."""
+    names: list[str] = []
+
+    def write(k: int, *plugins: dict[str, Any], version: str = "1.0.0") -> str:
+        name = f"qa1net{k}"
+        names.append(name)
+        (tmp_path / "net.d").mkdir(exist_ok=True)
+        (tmp_path / "net.d" / f"{k:02d}-{name}.conflist").write_text(
+            json.dumps({"cniVersion": version, "name": name, "plugins": list(plugins)}))
+        return name
+
+    yield write
+    for name in names:
+        for path in RESULTS.glob(f"{name}-*"):
+            path.unlink(missing_ok=True)
+
+
+def net(host: str, tmp_path: Path, bin_dir: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`cniplug net ARGV` inside the host namespace."""
+    environ = {"PATH": os.environ.get("PATH", ""), "NETCONFPATH": str(tmp_path / "net.d"),
+               "CNI_PATH": f"{bin_dir}:/usr/lib/cni", "CNIPLUG_NO_HELPER": "1", "PYTHONPATH": str(REPO), **env}
+    return subprocess.run(["ip", "netns", "exec", host, sys.executable, "-m", "cniplug", "net", *argv],
+                          capture_output=True, text=True, env=environ, timeout=120)
+
+
+# ---- portmap: a container address the host has no route to
+
+
+def prev_result(netns: str, address: str) -> dict[str, Any]:
+    return {"cniVersion": "1.0.0", "interfaces": [{"name": "qa1x0", "mac": "02:00:00:00:e2:01"},
+                                                  {"name": "eth0", "sandbox": netns}],
+            "ips": [{"address": address, "interface": 1}]}
+
+
+def test_portmap_add_when_the_host_has_no_route_to_the_container(host: Callable[[int], str],
+                                                                 make_netns: Callable[..., str]) -> None:
+    """`ip route get` of the container's address fails ("Network is unreachable") on a node without a default
+    route when the interface plugin routes it some other way (or not yet): the reference goes on without
+    route_localnet; ours failed with 999 "cannot read state"."""
+    h = host(1)
+    netns = make_netns("qa1-c10", prefix="")
+    conf = {"cniVersion": "1.0.0", "name": "qa1net1", "type": "cniplug-portmap", "capabilities": {"portMappings": True},
+            "runtimeConfig": {"portMappings": [{"hostPort": 18081, "containerPort": 80, "protocol": "tcp"}]},
+            "prevResult": prev_result(netns, "10.226.1.5/24")}
+    r = run_in_host(h, "cniplug-portmap", "ADD", conf, netns, "qa1c10")
+    assert r.rc == 0, r.stdout + r.stderr
+    assert r.json["ips"] == conf["prevResult"]["ips"]
+    assert "--to-destination 10.226.1.5:80" in in_host(h, "iptables-save", "-t", "nat")
+    d = run_in_host(h, "cniplug-portmap", "DEL", conf, netns, "qa1c10")
+    assert d.rc == 0, d.stdout + d.stderr
+    assert "10.226.1.5" not in in_host(h, "iptables-save", "-t", "nat")
+
+
+def test_net_dry_run_of_a_portmap_list_on_a_node_without_default_route(
+        host: Callable[[int], str], make_netns: Callable[..., str], netconf: Callable[..., str], tmp_path: Path,
+        bin_dir: Path) -> None:
+    """`cniplug net add --dry-run` of bridge + portmap: the bridge does not exist yet, so the container's address
+    is unreachable on a node without a default route; the dry run must still print the script."""
+    h = host(2)
+    netns = make_netns("qa1-c20", prefix="")
+    name = netconf(2, {"type": "cniplug-bridge", "bridge": "qa1br2", "isGateway": True,
+                       "ipam": {"type": "cniplug-host-local", "subnet": "10.226.2.0/24",
+                                "dataDir": str(tmp_path / "ipam")}},
+                   {"type": "cniplug-portmap", "capabilities": {"portMappings": True}})
+    caps = json.dumps({"portMappings": [{"hostPort": 18082, "containerPort": 80, "protocol": "tcp"}]})
+    dry = net(h, tmp_path, bin_dir, "add", name, netns, "--dry-run", CAP_ARGS=caps)
+    assert dry.returncode == 0, dry.stderr
+    assert "--to-destination 10.226.2.2:80" in dry.stdout
+    assert not (RESULTS / f"{name}-{container_id_of(netns)}-eth0").exists()
