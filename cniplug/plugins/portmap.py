@@ -357,7 +357,9 @@ def route_localnet_plan(ip: Any, prev: dict[str, Any], dry_run: bool = False) ->
     dev = ""
     try:
         routes = facts.ip_json(["ip"], "route", "get", str(ip.ip))
-    except CNIError:  # no route at all ("Network is unreachable"): as the reference, not an error
+    except CNIError as err:  # the kernel has no route (unreachable, prohibit, blackhole): as the reference,
+        if "RTNETLINK answers" not in err.details:  # not an error (a missing `ip` still is)
+            raise
         routes = []
     for route in routes:
         dev = str(route.get("dev", ""))
