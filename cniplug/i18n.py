@@ -464,6 +464,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "tu_del_backup": {"en": "Remove the backup file {path}", "zh": "删除备份文件 {path}"},
     "tu_gc_nothing": {"en": "GC: nothing to remove. A backup file's name (<containerID>_<ifname>.json, the reference's) has no network, so a backup of another network's live container would look stale here; each container's DEL removes its own",
                       "zh": "GC：没有要删除的。备份文件名（<容器ID>_<接口名>.json，与参考插件相同）不含网络名，别的网络中仍在运行的容器的备份在这里看起来也像失效的；每个容器的 DEL 会删除自己的备份"},
+    "tu_assumed_link": {"en": "Dry run: {ifname} is not there yet (the plugin before only printed its script), so its current values are taken as a new veth end's (MAC and MTU from prevResult, MTU 1500 without one, txqueuelen 1000); ADD itself reads them from the kernel",
+                        "zh": "试运行：{ifname} 还不存在（前一个插件只打印了它的脚本），因此它的当前值按新建 veth 一端的值计（MAC 和 MTU 取自 prevResult，没有 MTU 时为 1500，txqueuelen 1000）；ADD 本身从内核读取这些值"},
     # ---- cniplug node: the node agent (cniplug/node/) ----
     "node_me": {"en": "This node: {name}, pod CIDR {cidrs}, address {address}",
                 "zh": "本节点：{name}，Pod 网段 {cidrs}，地址 {address}"},

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -118,3 +119,52 @@ def test_net_dry_run_of_a_portmap_list_on_a_node_without_default_route(
     assert dry.returncode == 0, dry.stderr
     assert "--to-destination 10.226.2.2:80" in dry.stdout
     assert not (RESULTS / f"{name}-{container_id_of(netns)}-eth0").exists()
+
+
+# ---- tuning in `cniplug net add --dry-run` of a whole list
+
+
+def test_net_dry_run_of_a_list_with_tuning_runs_and_leaves_what_add_leaves(
+        host: Callable[[int], str], make_netns: Callable[..., str], netconf: Callable[..., str], tmp_path: Path,
+        bin_dir: Path) -> None:
+    """The README's full example list (bridge + portmap + firewall + tuning + bandwidth) under `cniplug net add
+    --dry-run`: tuning read CNI_IFNAME's values from the kernel also in a dry run, where the bridge has only
+    printed its script, and failed with 999 "interface 'eth0' not found". Now the script is printed, and run by
+    bash in the host namespace it tunes the link and saves the values the bridge gave it; `cniplug net del`
+    restores them and leaves nothing."""
+    h = host(3)
+    netns = make_netns("qa1-c30", prefix="")
+    tuning_dir = tmp_path / "tuning"
+    name = netconf(3, {"type": "cniplug-bridge", "bridge": "qa1br3", "isGateway": True, "ipMasq": True,
+                       "ipam": {"type": "cniplug-host-local", "subnet": "10.226.3.0/24",
+                                "dataDir": str(tmp_path / "ipam")}},
+                   {"type": "cniplug-portmap", "capabilities": {"portMappings": True}},
+                   {"type": "cniplug-firewall"},
+                   {"type": "cniplug-tuning", "capabilities": {"mac": True}, "mtu": 1400, "dataDir": str(tuning_dir),
+                    "sysctl": {"net.core.somaxconn": "512", "net.ipv4.conf.IFNAME.arp_notify": "0"}},
+                   {"type": "cniplug-bandwidth", "capabilities": {"bandwidth": True}})
+    caps = json.dumps({"portMappings": [{"hostPort": 18083, "containerPort": 80, "protocol": "tcp"}],
+                       "mac": "02:00:00:0a:e2:03",
+                       "bandwidth": {"ingressRate": 8000000, "ingressBurst": 400000, "egressRate": 8000000,
+                                     "egressBurst": 400000}})
+    dry = net(h, tmp_path, bin_dir, "add", name, netns, "--dry-run", CAP_ARGS=caps)
+    assert dry.returncode == 0, dry.stderr
+    assert not tuning_dir.exists(), "--dry-run changed nothing"
+    script = tmp_path / "add.sh"
+    script.write_text(dry.stdout)
+    ran = subprocess.run(["ip", "netns", "exec", h, "bash", str(script)], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    c = Path(netns).name
+    eth0 = json.loads(in_host(c, "ip", "-j", "link", "show", "dev", "eth0"))[0]
+    assert (eth0["address"], eth0["mtu"]) == ("02:00:00:0a:e2:03", 1400)
+    assert in_host(c, "sysctl", "-n", "net.core.somaxconn", "net.ipv4.conf.eth0.arp_notify").split() == ["512", "0"]
+    made = re.search(r"^ip link add veth\w+ type veth peer name eth0 address (\S+) netns ", dry.stdout, re.M)
+    assert made, dry.stdout
+    bridge_mac = made.group(1)
+    backup = json.loads((tuning_dir / f"{container_id_of(netns)}_eth0.json").read_text())
+    assert backup == {"mac": bridge_mac, "mtu": 1500}
+    d = net(h, tmp_path, bin_dir, "del", name, netns)
+    assert d.returncode == 0, d.stderr
+    assert json.loads(in_host(c, "ip", "-j", "link", "show"))[0]["ifname"] == "lo"
+    assert list(tuning_dir.iterdir()) == []
+    assert "10.226.3" not in in_host(h, "iptables-save") and "bwp" not in in_host(h, "ip", "link", "show")
