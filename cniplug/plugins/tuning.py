@@ -116,7 +116,8 @@ def parse_config(req: Request) -> dict[str, Any]:
     c = req.config
     link: dict[str, Any] = {}
     ifname = req.ifname or "IFNAME"  # GC and STATUS have no CNI_IFNAME: the keys are still checked
-    sysctl = _sysctls(chained.get(c, "sysctl", {}) or {}, "sysctl", ifname)
+    raw_sysctl = chained.get(c, "sysctl")  # null is "not set"; false, 0, [] are refused (not `or {}`)
+    sysctl = _sysctls({} if raw_sysctl is None else raw_sysctl, "sysctl", ifname)
     for key, field in (("mac", "mac"), ("mtu", "mtu"), ("promisc", "promisc"), ("allmulti", "allmulti"),
                        ("txQLen", "txQLen")):
         value = chained.get(c, field)

@@ -101,3 +101,16 @@ def test_firewall_records_roundtrip(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert records == [(firewall.record_path("net1", "c1", "eth0"),
                         {"network": "net1", "containerID": "c1", "ifname": "eth0", "ips": ["10.1.2.3/32"]})]
     assert oct(Path(records[0][0]).stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.parametrize("plugin, key, value", [
+    ("cniplug-firewall", "ingressPolicy", False), ("cniplug-firewall", "ingressPolicy", 0),
+    ("cniplug-firewall", "ingressPolicy", []), ("cniplug-firewall", "iptablesAdminChainName", False),
+    ("cniplug-firewall", "iptablesAdminChainName", {}), ("cniplug-tuning", "sysctl", False),
+    ("cniplug-tuning", "sysctl", []), ("cniplug-tuning", "sysctl", 0),
+])
+def test_a_value_of_the_wrong_type_is_refused_not_taken_for_the_default(plugin: str, key: str, value: Any) -> None:
+    """A falsy value of the wrong type (false, 0, [], {}) was silently read as "not set" (ingressPolicy open, the
+    default admin chain, no sysctls); the reference refuses it ("cannot unmarshal bool into ... of type string")."""
+    err = run(plugin, {"cniVersion": "1.0.0", "name": "n", "type": plugin, key: value, "prevResult": PREV})
+    assert err.get("code") == 7 and repr(key) in err["msg"] and repr(value) in err["msg"], err
