@@ -111,6 +111,7 @@ def test_firewall_records_roundtrip(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 ])
 def test_a_value_of_the_wrong_type_is_refused_not_taken_for_the_default(plugin: str, key: str, value: Any) -> None:
     """A falsy value of the wrong type (false, 0, [], {}) was silently read as "not set" (ingressPolicy open, the
-    default admin chain, no sysctls); the reference refuses it ("cannot unmarshal bool into ... of type string")."""
-    err = run(plugin, {"cniVersion": "1.0.0", "name": "n", "type": plugin, key: value, "prevResult": PREV})
+    default admin chain, no sysctls); the reference refuses it ("cannot unmarshal bool into ... of type string").
+    CHECK: read-only even where the value would be taken (this runs in the test's own namespace)."""
+    err = run(plugin, {"cniVersion": "1.0.0", "name": "n", "type": plugin, key: value, "prevResult": PREV}, "CHECK")
     assert err.get("code") == 7 and repr(key) in err["msg"] and repr(value) in err["msg"], err
