@@ -390,6 +390,8 @@ MESSAGES: dict[str, dict[str, str]] = {
                             "zh": "这里不显示它的效果：只有 cniplug 插件能打印它将做的事。这次执行已被注释掉"},
     "net_dry_foreign_result": {"en": "Its result is unknown here: the next plugin gets the previous result as prevResult, as a chained plugin passes it on",
                                "zh": "这里不知道它的结果：下一个插件得到的 prevResult 是前一个结果，就像链式插件原样传递的那样"},
+    "net_dry_unknown_prev": {"en": "Step {n}: ADD {kind} ({path}), a cniplug plugin whose prevResult is the result of a plugin that is not ours, unknown here; without it its script cannot be shown ({error}). libcni would exec it as follows, commented out",
+                             "zh": "第 {n} 步：ADD {kind}（{path}），cniplug 插件，但它的 prevResult 是前面一个不是 cniplug 插件的结果，这里无从得知；没有它就无法显示它的脚本（{error}）。libcni 会像下面这样执行它（已注释掉）"},
     "net_dry_cache": {"en": "libcni's result cache {path} (kind cniCacheV1): what DEL and CHECK read back, by cniplug net or cnitool",
                       "zh": "libcni 的结果缓存 {path}（kind 为 cniCacheV1）：DEL 和 CHECK 会读回它，cniplug net 和 cnitool 都一样"},
     "net_dry_uncache": {"en": "Drop libcni's result cache {path}", "zh": "删除 libcni 的结果缓存 {path}"},

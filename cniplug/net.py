@@ -727,6 +727,7 @@ class DryRun:
     lang: str = "en"
     lines: list[str] = field(default_factory=list)
     count: int = 0
+    unknown: bool = False  # an ADD of a plugin that is not ours passed no result on: the next prevResult is unknown
 
     def comment(self, key: str, **fields: object) -> None:
         self.lines.append(i18n.say(key, self.lang, **fields))
@@ -738,13 +739,32 @@ class DryRun:
         if not ours(plugin.type):
             self.comment("net_dry_foreign", n=self.count, verb=verb, path=path)
             self.comment("net_dry_foreign_why")
-            assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-            self.lines.append(f"# {assigns} {shlex.quote(path)} <<'EOF'")
-            self.lines.append("# " + json.dumps(json.loads(stdin), sort_keys=True))
-            self.lines.append("# EOF")
+            self.commented_exec(path, stdin, env)
             if verb == "ADD":
                 self.comment("net_dry_foreign_result")
+                self.unknown = self.unknown or prev is None
             return prev
+        if verb == "ADD" and prev is None and self.unknown:
+            shown = len(self.lines)
+            try:
+                return self.render(verb, plugin, path, stdin, env, prev)
+            except CNIError as err:  # e.g. a chained plugin: it needs the prevResult a foreign plugin would give
+                del self.lines[shown:]
+                self.comment("net_dry_unknown_prev", n=self.count, kind=plugin.type, path=path,
+                             error=_flat(f"CNI error {err.code}: {err.msg}"))
+                self.commented_exec(path, stdin, env)
+                return None
+        return self.render(verb, plugin, path, stdin, env, prev)
+
+    def commented_exec(self, path: str, stdin: bytes, env: dict[str, str]) -> None:
+        assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        self.lines.append(f"# {assigns} {shlex.quote(path)} <<'EOF'")
+        self.lines.append("# " + json.dumps(json.loads(stdin), sort_keys=True))
+        self.lines.append("# EOF")
+
+    def render(self, verb: str, plugin: PluginConf, path: str, stdin: bytes, env: dict[str, str],
+               prev: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A cniplug plugin's step: its --dry-run script (and its IPAM's); its dry-run result for ADD."""
         ipam = plugin.conf.get("ipam")
         ipam_type = ipam.get("type") if isinstance(ipam, dict) else None
         store = ""

@@ -429,3 +429,31 @@ def test_a_plugin_bug_in_a_dry_run_is_a_cni_error_not_a_traceback(tmp_path: Path
         net.main("add", "tntnet", "/run/netns/tnt-x", True, "en",
                  {"NETCONFPATH": str(conf), "CNI_PATH": str(tmp_path / "bin")})
     assert err.value.msg == 'plugin type="cniplug-loopback" failed (add): CNI error 999: internal error: ValueError'
+
+
+def test_dry_run_of_a_chained_plugin_after_a_foreign_interface_plugin(tmp_path: Path) -> None:
+    """A list that starts with the reference bridge and chains cniplug-portmap: the bridge's result is unknown to a
+    dry run, so portmap gets no prevResult. The dry run failed with portmap's "must be called as chained plugin:
+    prevResult missing (put cniplug-portmap after cniplug-bridge ...)", wrong for this list. Now the step is shown
+    as its exec, commented out, with why its script cannot be shown, and the list's script goes on."""
+    conf = tmp_path / "net.d"
+    conf.mkdir()
+    write(conf, "10.conflist", {"cniVersion": "1.0.0", "name": "tntnet", "plugins": [
+        {"type": "bridge", "bridge": "tntbr0", "ipam": {"type": "host-local", "subnet": "10.226.9.0/24"}},
+        {"type": "cniplug-portmap", "capabilities": {"portMappings": True}},
+        {"type": "cniplug-loopback"}]})
+    (tmp_path / "bin").mkdir()
+    for kind in ("bridge", "cniplug-portmap", "cniplug-loopback"):
+        (tmp_path / "bin" / kind).write_text("")
+    env = {"NETCONFPATH": str(conf), "CNI_PATH": str(tmp_path / "bin"),
+           "CAP_ARGS": '{"portMappings": [{"hostPort": 18099, "containerPort": 80}]}'}
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert net.main("add", "tntnet", "/run/netns/tnt-x", True, "en", env) == 0
+    text = out.getvalue()
+    assert f"{tmp_path}/bin/cniplug-portmap <<'EOF'" in text and '"hostPort": 18099' in text
+    assert "prevResult is the result of a plugin that is not ours" in text
+    assert "ip -n tnt-x link set lo up" in text, "the steps after it are still shown"
+    with redirect_stdout(io.StringIO()) as zh:
+        net.main("add", "tntnet", "/run/netns/tnt-x", True, "zh", env)
+    assert "不是 cniplug 插件的结果" in zh.getvalue()
