@@ -463,9 +463,10 @@ def add(req: Request) -> dict[str, Any] | str | None:
                 conflicts += [c for c in nft_conflicts(cfg, family, req.container_id, nft_rules(family))
                               if c not in conflicts]
             stale = [line for line in shared["dnat_lines"] if line.endswith(f"-j {chain}")]
+            old = facts.iptables_rules(family, "nat", chain)  # an earlier ADD's: put back if this one fails
             families.append({
                 "tool": TOOLS[family], "family": family, "shared": shared,
-                "chain_exists": bool(facts.iptables_rules(family, "nat", chain)),
+                "chain_exists": bool(old), "old_rules": [_words(x)[2:] for x in old if x.startswith(f"-A {chain} ")],
                 "stale_entries": [_words(x)[2:] for x in stale],
                 "rules": rules_for(cfg, chain, family, ip), "entries": entry_rules(cfg, chain, comment, family),
             })

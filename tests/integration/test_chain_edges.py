@@ -27,6 +27,7 @@ pytestmark = pytest.mark.root
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = Path("/var/lib/cni/results")
+COUNTERS = re.compile(r"\[\d+:\d+\]")
 
 
 @pytest.fixture
@@ -168,3 +169,41 @@ def test_net_dry_run_of_a_list_with_tuning_runs_and_leaves_what_add_leaves(
     assert json.loads(in_host(c, "ip", "-j", "link", "show"))[0]["ifname"] == "lo"
     assert list(tuning_dir.iterdir()) == []
     assert "10.226.3" not in in_host(h, "iptables-save") and "bwp" not in in_host(h, "ip", "link", "show")
+
+
+# ---- portmap: a repeated ADD that fails must leave the first ADD's forwarding in place
+
+
+def nat_state(h: str) -> list[str]:
+    """Both nat tables, counters and comments of the tools removed, in sorted order (a restored rule may
+    come back at another position in its chain)."""
+    out = []
+    for tool in ("iptables-save", "ip6tables-save"):
+        out += [tool + " " + COUNTERS.sub("", line) for line in in_host(h, tool, "-t", "nat").splitlines()
+                if not line.startswith("#")]
+    return sorted(out)
+
+
+def test_portmap_repeated_add_that_fails_leaves_the_first_adds_rules(host: Callable[[int], str],
+                                                                     make_netns: Callable[..., str]) -> None:
+    """A runtime retries ADD for a container (another port list, a condition iptables refuses): the retry first
+    removes the container's old chain and entry rules, as the reference does, but those steps had no #undo, so
+    when a later step failed the container lost the forwarding its first ADD made, and CHECK failed."""
+    h = host(4)
+    netns = make_netns("qa1-c40", prefix="")
+    conf = {"cniVersion": "1.0.0", "name": "qa1net4", "type": "cniplug-portmap", "capabilities": {"portMappings": True},
+            "runtimeConfig": {"portMappings": [{"hostPort": 18084, "containerPort": 80, "protocol": "tcp"},
+                                               {"hostPort": 18084, "containerPort": 53, "protocol": "udp"}]},
+            "prevResult": prev_result(netns, "10.226.4.5/24")}
+    first = run_in_host(h, "cniplug-portmap", "ADD", conf, netns, "qa1c40")
+    assert first.rc == 0, first.stdout + first.stderr
+    before = nat_state(h)
+    retry = {**conf, "conditionsV4": ["--qa1-no-such-option"],
+             "runtimeConfig": {"portMappings": [{"hostPort": 18085, "containerPort": 80, "protocol": "tcp"}]}}
+    r = run_in_host(h, "cniplug-portmap", "ADD", retry, netns, "qa1c40")
+    assert r.rc == 1 and "qa1-no-such-option" in r.json["details"], r.stdout + r.stderr
+    assert nat_state(h) == before
+    c = run_in_host(h, "cniplug-portmap", "CHECK", conf, netns, "qa1c40")
+    assert c.rc == 0, c.stdout + c.stderr
+    d = run_in_host(h, "cniplug-portmap", "DEL", conf, netns, "qa1c40")
+    assert d.rc == 0 and "10.226.4.5" not in in_host(h, "iptables-save", "-t", "nat")
