@@ -157,6 +157,8 @@ def parse_mappings(value: Any) -> list[Mapping]:
                 addr = None
             if addr is None:
                 raise CNIError(ERR_INVALID_CONFIG, f"field '{where}.hostIP' must be an IP address, got {host_ip!r}")
+            if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:  # IPv4, as Go's To4() reads it
+                addr = addr.ipv4_mapped
             host_ip = "" if addr.is_unspecified else str(addr)
         m = Mapping(host_port, container_port, protocol.lower(), host_ip)
         for other in out:
