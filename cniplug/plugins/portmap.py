@@ -155,7 +155,7 @@ def parse_mappings(value: Any) -> list[Mapping]:
                 addr = ipaddress.ip_address(host_ip) if isinstance(host_ip, str) else None
             except ValueError:
                 addr = None
-            if addr is None:
+            if addr is None or isinstance(addr, ipaddress.IPv6Address) and addr.scope_id:  # iptables takes no %zone
                 raise CNIError(ERR_INVALID_CONFIG, f"field '{where}.hostIP' must be an IP address, got {host_ip!r}")
             if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:  # IPv4, as Go's To4() reads it
                 addr = addr.ipv4_mapped

@@ -214,3 +214,12 @@ def test_an_ipv4_mapped_host_ip_is_ipv4_as_in_the_reference() -> None:
     with pytest.raises(CNIError, match="mapped twice"):
         portmap.parse_config(make_req(mappings=[{"hostPort": 80, "containerPort": 80, "hostIP": "10.231.0.1"},
                                                 {"hostPort": 80, "containerPort": 81, "hostIP": "::ffff:10.231.0.1"}]))
+
+
+def test_a_scoped_host_ip_is_refused_up_front() -> None:
+    """Python's ipaddress accepts "fe80::1%eth0"; iptables does not: the ADD failed half-way with 999 and
+    ip6tables-restore's message. It is refused before anything runs, naming the field and value."""
+    with pytest.raises(CNIError) as err:
+        portmap.parse_config(make_req(mappings=[{"hostPort": 80, "containerPort": 80, "hostIP": "fe80::1%eth0"}]))
+    assert err.value.code == ERR_INVALID_CONFIG
+    assert "runtimeConfig.portMappings[0].hostIP" in err.value.msg and "fe80::1%eth0" in err.value.msg
