@@ -691,6 +691,14 @@ def render_ours(kind: str, stdin: bytes, env: dict[str, str], lang: str) -> tupl
     """Run a cniplug plugin's handler for --dry-run in this process, with the stdin and CNI_* environment the
     exec would get: (its script, its dry-run result or None). A plugin that returns a result instead of a
     script changes nothing by itself (its script says so); CNIError as the plugin would answer."""
+    out, result, _ = render_full(kind, stdin, env, lang)
+    return out, result
+
+
+def render_full(kind: str, stdin: bytes, env: dict[str, str],
+                lang: str) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
+    """render_ours, plus the dry-run result in the 1.1.0 shape, before it is converted to the request's
+    cniVersion (a 1.0.0 result has no interface `mtu`, which the next plugin's dry run needs)."""
     from cniplug import skel
     from cniplug.cli import plugin_handlers
 
@@ -704,14 +712,15 @@ def render_ours(kind: str, stdin: bytes, env: dict[str, str], lang: str) -> tupl
         raise
     except Exception as err:  # as skel.run answers it: a CNI error, never a traceback
         raise CNIError(ERR_INTERNAL, f"internal error: {type(err).__name__}", str(err)) from None
-    result = req.dry_result
+    raw = req.dry_result
     if isinstance(out, dict):
-        result, out = out, None
-    if result is not None:  # in the request's cniVersion, as the plugin prints its result
-        result = json.loads(req.result_json(result))
+        raw, out = out, None
+    result = None
+    if raw is not None:  # in the request's cniVersion, as the plugin prints its result
+        result = json.loads(req.result_json(raw))
     if not isinstance(out, str):
         out = "#!/bin/bash\n" + i18n.say("nothing_to_run", lang, verb=req.command) + "\n"
-    return out, result
+    return out, result, raw
 
 
 def _body(script: str) -> list[str]:
@@ -728,6 +737,9 @@ class DryRun:
     lines: list[str] = field(default_factory=list)
     count: int = 0
     unknown: bool = False  # an ADD of a plugin that is not ours passed no result on: the next prevResult is unknown
+    # The last ADD's dry-run result in the 1.1.0 shape (None after a plugin that is not ours): the prevResult the
+    # next cniplug plugin renders with, so that it sees what the list's cniVersion leaves out (interface mtu).
+    full: dict[str, Any] | None = None
 
     def comment(self, key: str, **fields: object) -> None:
         self.lines.append(i18n.say(key, self.lang, **fields))
@@ -743,6 +755,7 @@ class DryRun:
             if verb == "ADD":
                 self.comment("net_dry_foreign_result")
                 self.unknown = self.unknown or prev is None
+                self.full = None
             return prev
         if verb == "ADD" and prev is None and self.unknown:
             shown = len(self.lines)
@@ -771,7 +784,12 @@ class DryRun:
         if isinstance(ipam_type, str) and ours(ipam_type) and verb in ("ADD", "DEL", "GC"):
             store, _ = render_ours(ipam_type, stdin, env, self.lang)
         self.comment("net_dry_ours", n=self.count, verb=verb, kind=plugin.type, path=path)
-        script, result = render_ours(plugin.type, stdin, env, self.lang)
+        seen = stdin
+        if verb == "ADD" and prev is not None and self.full is not None:
+            seen = go_json({**json.loads(stdin), "prevResult": self.full})
+        script, result, full = render_full(plugin.type, seen, env, self.lang)
+        if verb == "ADD":
+            self.full = full if full is not None else self.full
         if store and verb == "ADD":
             self.nest(store, "net_dry_ipam", ipam_type)
         self.nest(script, "net_dry_plugin", plugin.type)

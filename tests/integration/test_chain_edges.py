@@ -207,3 +207,34 @@ def test_portmap_repeated_add_that_fails_leaves_the_first_adds_rules(host: Calla
     assert c.rc == 0, c.stdout + c.stderr
     d = run_in_host(h, "cniplug-portmap", "DEL", conf, netns, "qa1c40")
     assert d.rc == 0 and "10.226.4.5" not in in_host(h, "iptables-save", "-t", "nat")
+
+
+# ---- `cniplug net add --dry-run`: what a 1.0.0 result leaves out still reaches the next plugin's dry run
+
+
+def test_net_dry_run_of_a_1_0_0_list_keeps_the_veth_mtu_for_tuning_and_bandwidth(
+        host: Callable[[int], str], make_netns: Callable[..., str], netconf: Callable[..., str], tmp_path: Path,
+        bin_dir: Path) -> None:
+    """ptp with mtu 1400, then tuning (mtu 1300) and bandwidth (egress): ADD saves 1400 as the original MTU and
+    gives the ifb the host veth's 1400. In a dry run the veth does not exist yet and a 1.0.0 result has no
+    interface mtu (1.1.0 only), so the script saved 1500 and made a 1500 ifb: run by bash, then DEL, the container
+    link came back with MTU 1500. The dry run of each plugin now sees the earlier one's full dry-run result."""
+    h = host(5)
+    netns = make_netns("qa1-c50", prefix="")
+    tuning_dir = tmp_path / "tuning"
+    name = netconf(5, {"type": "cniplug-ptp", "mtu": 1400,
+                       "ipam": {"type": "cniplug-host-local", "subnet": "10.226.5.0/24",
+                                "dataDir": str(tmp_path / "ipam")}},
+                   {"type": "cniplug-tuning", "mtu": 1300, "dataDir": str(tuning_dir)},
+                   {"type": "cniplug-bandwidth", "egressRate": 8000000, "egressBurst": 400000})
+    dry = net(h, tmp_path, bin_dir, "add", name, netns, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    ran = subprocess.run(["ip", "netns", "exec", h, "bash", "-c", dry.stdout], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    ifb = [link for link in json.loads(in_host(h, "ip", "-j", "link", "show", "type", "ifb"))
+           if link["ifname"].startswith("bwp")]
+    assert [link["mtu"] for link in ifb] == [1400]
+    assert json.loads((tuning_dir / f"{container_id_of(netns)}_eth0.json").read_text()) == {"mtu": 1400}
+    d = net(h, tmp_path, bin_dir, "del", name, netns)
+    assert d.returncode == 0, d.stderr
+    assert "bwp" not in in_host(h, "ip", "link", "show") and list(tuning_dir.iterdir()) == []
