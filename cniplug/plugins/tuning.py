@@ -121,7 +121,7 @@ def parse_config(req: Request) -> dict[str, Any]:
     for key, field in (("mac", "mac"), ("mtu", "mtu"), ("promisc", "promisc"), ("allmulti", "allmulti"),
                        ("txQLen", "txQLen")):
         value = chained.get(c, field)
-        if value is not None:
+        if value is not None and not (key == "mac" and value == ""):  # "" is unset, as the reference reads it
             link[key] = value
     mac = req.known_args(("MAC",)).get("MAC")
     if mac:
@@ -136,7 +136,7 @@ def parse_config(req: Request) -> dict[str, Any]:
             raise CNIError(ERR_INVALID_CONFIG, f"field 'args.cni' must be an object, got {cni_args!r}")
         for key in ("mac", "mtu", "promisc", "allmulti", "txQLen"):
             value = chained.get(cni_args, key)
-            if value is not None:
+            if value is not None and not (key == "mac" and value == ""):
                 link[key] = value
         if chained.get(cni_args, "sysctl") is not None:
             sysctl.update(_sysctls(chained.get(cni_args, "sysctl"), "args.cni.sysctl", ifname))

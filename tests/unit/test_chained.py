@@ -115,3 +115,14 @@ def test_a_value_of_the_wrong_type_is_refused_not_taken_for_the_default(plugin: 
     CHECK: read-only even where the value would be taken (this runs in the test's own namespace)."""
     err = run(plugin, {"cniVersion": "1.0.0", "name": "n", "type": plugin, key: value, "prevResult": PREV}, "CHECK")
     assert err.get("code") == 7 and repr(key) in err["msg"] and repr(value) in err["msg"], err
+
+
+@pytest.mark.parametrize("config", [{"mac": ""}, {"args": {"cni": {"mac": ""}}}])
+def test_tuning_empty_mac_is_unset_as_in_the_reference(config: dict[str, Any]) -> None:
+    """The reference changes the MAC only when the value is not "" (as it treats the capability's mac): ours
+    refused "mac": "" with "invalid MAC address"."""
+    req = skel.parse_request({"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/absent",
+                              "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin"},
+                             json.dumps({"cniVersion": "1.0.0", "name": "n", "type": "cniplug-tuning", "mtu": 1400,
+                                         **config, "prevResult": PREV}).encode())
+    assert tuning.parse_config(req)["link"] == {"mtu": 1400}
