@@ -27,7 +27,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -296,10 +295,32 @@ _DNAT_COMMENT = re.compile(r'^dnat name: "(?P<name>[^"]*)" id: "(?P<id>[^"]*)"$'
 
 
 def _words(line: str) -> list[str]:
-    try:
-        return shlex.split(line)
-    except ValueError:
+    """An `iptables -S` line -> its words. iptables (xtables_save_string) puts a word that is not all letters,
+    digits, '_' and '-' in double quotes, with a backslash before each ", \\ and ' in it; shlex would keep the
+    backslash before ' (a conditionsV4 comment "don't" came back as don\\'t, and DEL missed its rule)."""
+    words: list[str] = []
+    chars: list[str] = []
+    started = quoted = escaped = False
+    for ch in line:
+        if escaped:
+            chars.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = started = True
+        elif ch == '"':
+            quoted, started = not quoted, True
+        elif ch.isspace() and not quoted:
+            if started:
+                words.append("".join(chars))
+            chars, started = [], False
+        else:
+            chars.append(ch)
+            started = True
+    if quoted or escaped:
         return []
+    if started:
+        words.append("".join(chars))
+    return words
 
 
 def find_conflicts(cfg: Config, family: int, chain: str, dnat_lines: list[str]) -> list[str]:

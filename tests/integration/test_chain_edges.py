@@ -238,3 +238,36 @@ def test_net_dry_run_of_a_1_0_0_list_keeps_the_veth_mtu_for_tuning_and_bandwidth
     d = net(h, tmp_path, bin_dir, "del", name, netns)
     assert d.returncode == 0, d.stderr
     assert "bwp" not in in_host(h, "ip", "link", "show") and list(tuning_dir.iterdir()) == []
+
+
+# ---- portmap: conditions with quotes come back from `iptables -S` escaped
+
+
+@pytest.mark.parametrize("verb", ["DEL", "GC"])
+def test_portmap_del_and_gc_find_entry_rules_whose_condition_has_quotes(host: Callable[[int], str],
+                                                                       make_netns: Callable[..., str],
+                                                                       verb: str) -> None:
+    """conditionsV4 ["-m", "comment", "--comment", "don't"]: iptables -S prints it as "don\\'t" (it escapes
+    ", \\ and ' inside double quotes), which shlex reads back as don\\'t. DEL then deleted a rule that was not
+    there (`|| true`), so the entry rule stayed, and with it the chain it jumps to (-X of a chain in use fails):
+    a DEL that says it succeeded and leaks. GC the same."""
+    h = host(6 if verb == "DEL" else 7)
+    netns = make_netns(f"qa1-c{6 if verb == 'DEL' else 7}0", prefix="")
+    conf = {"cniVersion": "1.1.0", "name": "qa1net6", "type": "cniplug-portmap", "capabilities": {"portMappings": True},
+            "conditionsV4": ["-m", "comment", "--comment", 'don\'t "forward" \\ me'],
+            "runtimeConfig": {"portMappings": [{"hostPort": 18086, "containerPort": 80, "protocol": "tcp"}]},
+            "prevResult": prev_result(netns, "10.226.6.5/24")}
+    before = nat_state(h)
+    a = run_in_host(h, "cniplug-portmap", "ADD", conf, netns, "qa1c60")
+    assert a.rc == 0, a.stdout + a.stderr
+    assert nat_state(h) != before
+    c = run_in_host(h, "cniplug-portmap", "CHECK", conf, netns, "qa1c60")
+    assert c.rc == 0, c.stdout + c.stderr
+    if verb == "DEL":
+        d = run_in_host(h, "cniplug-portmap", "DEL", conf, netns, "qa1c60")
+    else:
+        gc = {k: v for k, v in conf.items() if k not in ("prevResult", "runtimeConfig")}
+        d = run_in_host(h, "cniplug-portmap", "GC", {**gc, "cni.dev/valid-attachments": []}, "", "")
+    assert d.rc == 0, d.stdout + d.stderr
+    # the shared chains stay (as the reference leaves them); nothing of this container does
+    assert [line for line in nat_state(h) if "CNI-DN-" in line or "10.226.6.5" in line] == []
