@@ -271,3 +271,40 @@ def test_portmap_del_and_gc_find_entry_rules_whose_condition_has_quotes(host: Ca
     assert d.rc == 0, d.stdout + d.stderr
     # the shared chains stay (as the reference leaves them); nothing of this container does
     assert [line for line in nat_state(h) if "CNI-DN-" in line or "10.226.6.5" in line] == []
+
+
+# ---- bandwidth: DEL of what a runtime really sends
+
+
+def test_bandwidth_del_with_the_burst_containerd_sends(host: Callable[[int], str],
+                                                       make_netns: Callable[..., str]) -> None:
+    """containerd (CRI) turns a pod's kubernetes.io/ingress-bandwidth annotation into the bandwidth capability with
+    burst = math.MaxUint32 bits. With a rate of 1 Mbit/s that bucket overflows the kernel's tbf: the reference
+    takes it anyway (its ADD shapes with an overflowed burst); ours refuses it on ADD, on purpose (README). But our
+    DEL refused it too (code 7), so the runtime could never remove the sandbox, neither after our failed ADD nor
+    after the reference's ADD on a node switching plugins. DEL now refuses only what the reference's DEL refuses."""
+    h = host(8)
+    netns = make_netns("qa1-c80", prefix="")
+    in_host(h, "ip", "link", "add", "qa1v80", "type", "veth", "peer", "name", "eth0", "netns", netns)
+    in_host(h, "ip", "link", "set", "qa1v80", "up")
+    in_host(Path(netns).name, "ip", "link", "set", "eth0", "up")
+    conf = {"cniVersion": "1.0.0", "name": "qa1net8", "type": "cniplug-bandwidth", "capabilities": {"bandwidth": True},
+            "runtimeConfig": {"bandwidth": {"ingressRate": 1000000, "ingressBurst": 4294967295,
+                                            "egressRate": 1000000, "egressBurst": 4294967295}},
+            "prevResult": {"cniVersion": "1.0.0", "ips": [{"address": "10.226.8.2/24", "interface": 1}],
+                           "interfaces": [{"name": "qa1v80"}, {"name": "eth0", "sandbox": netns}]}}
+    add = run_in_host(h, "cniplug-bandwidth", "ADD", conf, netns, "qa1c80")
+    assert add.rc == 1 and add.json["code"] == 7 and "overflows" in add.json["msg"], add.stdout
+    env = {"PATH": os.environ.get("PATH", ""), "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "qa1c80", "CNI_NETNS": netns,
+           "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni"}
+    ref = subprocess.run(["ip", "netns", "exec", h, "/usr/lib/cni/bandwidth"], input=json.dumps(conf).encode(),
+                         capture_output=True, env=env)
+    assert ref.returncode == 0, ref.stdout
+    assert "bwp" in in_host(h, "ip", "link", "show")
+    for _ in range(2):  # and again: DEL is idempotent
+        d = run_in_host(h, "cniplug-bandwidth", "DEL", conf, netns, "qa1c80")
+        assert d.rc == 0, d.stdout + d.stderr
+    assert "bwp" not in in_host(h, "ip", "link", "show")
+    assert "tbf" not in in_host(h, "tc", "qdisc", "show", "dev", "qa1v80")
+    bad = {**conf, "runtimeConfig": {"bandwidth": {"ingressRate": 1000000}}}  # the reference's DEL refuses this too
+    assert run_in_host(h, "cniplug-bandwidth", "DEL", bad, netns, "qa1c80").json["code"] == 7
