@@ -212,7 +212,8 @@ def add(req: Request) -> dict[str, Any] | str | None:
     try:
         current = link_state(req)
     except CNIError as err:
-        if not req.dry_run or err.code != ERR_INTERNAL:
+        listed = any(i.get("name") == req.ifname and i.get("sandbox") for i in prev.get("interfaces", []))
+        if not req.dry_run or err.code != ERR_INTERNAL or not listed:  # assumed only where the plugin before made it
             raise
         current, assumed = dry_run_link_state(req, prev), True
     old_sysctls = facts.ns_sysctls(req.netns, [path for path, _ in cfg["sysctl"].values()]) \
