@@ -126,3 +126,22 @@ def test_tuning_empty_mac_is_unset_as_in_the_reference(config: dict[str, Any]) -
                              json.dumps({"cniVersion": "1.0.0", "name": "n", "type": "cniplug-tuning", "mtu": 1400,
                                          **config, "prevResult": PREV}).encode())
     assert tuning.parse_config(req)["link"] == {"mtu": 1400}
+
+
+def test_tuning_dry_run_assumes_only_an_interface_the_plugin_before_made() -> None:
+    """A dry run before CNI_IFNAME exists takes a new veth's values only when prevResult lists CNI_IFNAME in the
+    container (`cniplug net add --dry-run`); otherwise (a wrong CNI_IFNAME) the interface is not found, as in ADD."""
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/absent", "CNI_IFNAME": "eth0",
+           "CNI_PATH": "/opt/cni/bin"}
+
+    def dry(prev: dict[str, Any]) -> Any:
+        config = {"cniVersion": "1.0.0", "name": "n", "type": "cniplug-tuning", "mtu": 1400, "prevResult": prev}
+        return tuning.add(skel.parse_request(env, json.dumps(config).encode(), dry_run=True))
+
+    with pytest.raises(CNIError) as err:
+        dry(PREV)
+    assert err.value.code == 999 and "eth0" in err.value.msg
+    made = {**PREV, "interfaces": [{"name": "veth1"}, {"name": "eth0", "mac": "02:00:00:00:e2:09", "mtu": 1450,
+                                                       "sandbox": "/run/netns/absent"}]}
+    script = dry(made)
+    assert "link set dev eth0 mtu 1400" in script and '"mtu": 1450' in script, script
