@@ -118,7 +118,7 @@ def go_json(value: Any) -> bytes:
 def _object(raw: bytes, what: str) -> dict[str, Any]:
     try:
         value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: nested too deep
         raise CNIError(ERR_DECODE, f"error parsing {what}: {err}") from None
     if not isinstance(value, dict):
         raise CNIError(ERR_DECODE, f"error parsing {what}: not a JSON object")
@@ -296,7 +296,7 @@ def runtime_from_env(environ: dict[str, str], netns: str, lang: str = "en") -> R
     if raw_caps:
         try:
             caps = json.loads(raw_caps)
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:
             raise CNIError(ERR_INVALID_ENV, say("net_bad_cap_args", lang, value=ascii(raw_caps), why=f" ({err})")) \
                 from None
         if not isinstance(caps, dict):
@@ -406,7 +406,7 @@ def read_cached_result(path: str, version: str) -> dict[str, Any] | None:
         return None  # as libcni: a missing or unreadable cache is no cached result
     try:
         info = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise CNIError(ERR_DECODE, f"cached result {path} is not JSON: {err}") from None
     if not isinstance(info, dict):
         raise CNIError(ERR_DECODE, f"cached result {path} is not a JSON object")
@@ -452,7 +452,7 @@ def cached_attachments(cache_dir: str = "") -> list[Attachment]:
         try:
             with open(os.path.join(directory, name), "rb") as f:
                 info = json.loads(f.read())
-        except (OSError, ValueError, UnicodeDecodeError):
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError):
             continue
         if not isinstance(info, dict) or info.get("kind") != CACHE_KIND:
             continue
@@ -472,7 +472,7 @@ def result_from_stdout(stdout: bytes, conf_version: str) -> dict[str, Any]:
     """libcni fixupResultVersion: the plugin's result object; its cniVersion is the config's when missing."""
     try:
         result = json.loads(stdout)
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise CNIError(ERR_DECODE, f"failed to unmarshal raw result: {err}") from None
     if result is None:
         result = {}
@@ -491,7 +491,7 @@ def plugin_error(rc: int, stdout: bytes, stderr: bytes) -> CNIError:
         return CNIError(ERR_INTERNAL, f"netplugin failed: {stderr.decode(errors='replace').strip()!r}")
     try:
         body = json.loads(stdout)
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
         return CNIError(ERR_INTERNAL, f"netplugin failed but error parsing its diagnostic message "
                         f"{stdout.decode(errors='replace')!r}: {err}")
     if not isinstance(body, dict):

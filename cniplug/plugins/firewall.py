@@ -198,7 +198,7 @@ def read_records() -> list[tuple[str, dict[str, Any]]]:
             ips = [common.host_cidr(ip) for ip in data["ips"]]
             if not all(isinstance(data[k], str) for k in ("network", "containerID", "ifname")):
                 continue
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             continue
         out.append((path, {**data, "ips": ips}))
     return out

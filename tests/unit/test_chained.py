@@ -145,3 +145,14 @@ def test_tuning_dry_run_assumes_only_an_interface_the_plugin_before_made() -> No
                                                        "sandbox": "/run/netns/absent"}]}
     script = dry(made)
     assert "link set dev eth0 mtu 1400" in script and '"mtu": 1450' in script, script
+
+
+def test_record_and_backup_files_nested_too_deep_are_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file on disk is input too: one nested deeper than the recursion limit made firewall DEL/GC and tuning DEL
+    fail with "internal error: RecursionError" instead of skipping it like any other malformed file."""
+    monkeypatch.setattr(rundir, "RUN_DIR", str(tmp_path))
+    (tmp_path / firewall.RECORD_SUBDIR).mkdir()
+    (tmp_path / firewall.RECORD_SUBDIR / "fw-deep.json").write_text("[" * 100_000)
+    assert firewall.read_records() == []
+    (tmp_path / "backup.json").write_text("[" * 100_000)
+    assert tuning.read_backup(str(tmp_path / "backup.json")) == {}

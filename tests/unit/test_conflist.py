@@ -457,3 +457,35 @@ def test_dry_run_of_a_chained_plugin_after_a_foreign_interface_plugin(tmp_path: 
     with redirect_stdout(io.StringIO()) as zh:
         net.main("add", "tntnet", "/run/netns/tnt-x", True, "zh", env)
     assert "不是 cniplug 插件的结果" in zh.getvalue()
+
+
+def test_json_nested_too_deep_is_a_cni_error_not_a_traceback(tmp_path: Path) -> None:
+    """json.loads raises RecursionError, not ValueError, for a document nested deeper than the interpreter's
+    recursion limit: `cniplug net` answered a conflist file, CAP_ARGS, a cache file or a plugin's output like that
+    with a Python traceback, and a plugin its stdin with "internal error: RecursionError"."""
+    from cniplug import skel
+
+    deep = "[" * 100_000
+    with pytest.raises(CNIError) as err:
+        net.runtime_from_env({"CAP_ARGS": deep}, "/x")
+    assert err.value.code == 4 and "CAP_ARGS" in err.value.msg
+    conf = tmp_path / "net.d"
+    conf.mkdir()
+    write(conf, "10.conflist", '{"name": "tntnet", "plugins": ' + deep)
+    with pytest.raises(CNIError) as err:
+        net.load_conflist(str(conf), "tntnet")
+    assert err.value.code == 6 and "10.conflist" in err.value.msg
+    results = tmp_path / "results"
+    results.mkdir()
+    write(results, "tntnet-c1-eth0", deep)
+    assert net.cached_attachments(str(tmp_path)) == []
+    with pytest.raises(CNIError) as err:
+        net.read_cached_result(str(results / "tntnet-c1-eth0"), "1.0.0")
+    assert err.value.code == 6
+    with pytest.raises(CNIError) as err:
+        net.result_from_stdout(deep.encode(), "1.0.0")
+    assert err.value.code == 6
+    assert net.plugin_error(1, deep.encode(), b"").code == 999
+    with pytest.raises(CNIError) as err:
+        skel.read_config(deep.encode())
+    assert err.value.code == 6
