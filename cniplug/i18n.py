@@ -392,6 +392,8 @@ MESSAGES: dict[str, dict[str, str]] = {
                                "zh": "这里不知道它的结果：下一个插件得到的 prevResult 是前一个结果，就像链式插件原样传递的那样"},
     "net_dry_unknown_prev": {"en": "Step {n}: ADD {kind} ({path}), a cniplug plugin whose prevResult is the result of a plugin that is not ours, unknown here; without it its script cannot be shown ({error}). libcni would exec it as follows, commented out",
                              "zh": "第 {n} 步：ADD {kind}（{path}），cniplug 插件，但它的 prevResult 是前面一个不是 cniplug 插件的结果，这里无从得知；没有它就无法显示它的脚本（{error}）。libcni 会像下面这样执行它（已注释掉）"},
+    "tu_assumed_link": {"en": "Dry run: {ifname} is not there yet (the plugin before only printed its script), so its current values are taken as a new veth end's (MAC and MTU from prevResult, MTU 1500 without one, txqueuelen 1000); ADD itself reads them from the kernel",
+                        "zh": "试运行：{ifname} 还不存在（前一个插件只打印了它的脚本），因此它的当前值按新建 veth 一端的值计（MAC 和 MTU 取自 prevResult，没有 MTU 时为 1500，txqueuelen 1000）；ADD 本身从内核读取这些值"},
     "net_dry_cache": {"en": "libcni's result cache {path} (kind cniCacheV1): what DEL and CHECK read back, by cniplug net or cnitool",
                       "zh": "libcni 的结果缓存 {path}（kind 为 cniCacheV1）：DEL 和 CHECK 会读回它，cniplug net 和 cnitool 都一样"},
     "net_dry_uncache": {"en": "Drop libcni's result cache {path}", "zh": "删除 libcni 的结果缓存 {path}"},
@@ -466,8 +468,6 @@ MESSAGES: dict[str, dict[str, str]] = {
     "tu_del_backup": {"en": "Remove the backup file {path}", "zh": "删除备份文件 {path}"},
     "tu_gc_nothing": {"en": "GC: nothing to remove. A backup file's name (<containerID>_<ifname>.json, the reference's) has no network, so a backup of another network's live container would look stale here; each container's DEL removes its own",
                       "zh": "GC：没有要删除的。备份文件名（<容器ID>_<接口名>.json，与参考插件相同）不含网络名，别的网络中仍在运行的容器的备份在这里看起来也像失效的；每个容器的 DEL 会删除自己的备份"},
-    "tu_assumed_link": {"en": "Dry run: {ifname} is not there yet (the plugin before only printed its script), so its current values are taken as a new veth end's (MAC and MTU from prevResult, MTU 1500 without one, txqueuelen 1000); ADD itself reads them from the kernel",
-                        "zh": "试运行：{ifname} 还不存在（前一个插件只打印了它的脚本），因此它的当前值按新建 veth 一端的值计（MAC 和 MTU 取自 prevResult，没有 MTU 时为 1500，txqueuelen 1000）；ADD 本身从内核读取这些值"},
     # ---- cniplug node: the node agent (cniplug/node/) ----
     "node_me": {"en": "This node: {name}, pod CIDR {cidrs}, address {address}",
                 "zh": "本节点：{name}，Pod 网段 {cidrs}，地址 {address}"},
