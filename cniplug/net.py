@@ -118,7 +118,7 @@ def go_json(value: Any) -> bytes:
 def _object(raw: bytes, what: str) -> dict[str, Any]:
     try:
         value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: nested too deep
         raise CNIError(ERR_DECODE, f"error parsing {what}: {err}") from None
     if not isinstance(value, dict):
         raise CNIError(ERR_DECODE, f"error parsing {what}: not a JSON object")
@@ -296,7 +296,7 @@ def runtime_from_env(environ: dict[str, str], netns: str, lang: str = "en") -> R
     if raw_caps:
         try:
             caps = json.loads(raw_caps)
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:
             raise CNIError(ERR_INVALID_ENV, say("net_bad_cap_args", lang, value=ascii(raw_caps), why=f" ({err})")) \
                 from None
         if not isinstance(caps, dict):
@@ -406,7 +406,7 @@ def read_cached_result(path: str, version: str) -> dict[str, Any] | None:
         return None  # as libcni: a missing or unreadable cache is no cached result
     try:
         info = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise CNIError(ERR_DECODE, f"cached result {path} is not JSON: {err}") from None
     if not isinstance(info, dict):
         raise CNIError(ERR_DECODE, f"cached result {path} is not a JSON object")
@@ -452,7 +452,7 @@ def cached_attachments(cache_dir: str = "") -> list[Attachment]:
         try:
             with open(os.path.join(directory, name), "rb") as f:
                 info = json.loads(f.read())
-        except (OSError, ValueError, UnicodeDecodeError):
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError):
             continue
         if not isinstance(info, dict) or info.get("kind") != CACHE_KIND:
             continue
@@ -472,7 +472,7 @@ def result_from_stdout(stdout: bytes, conf_version: str) -> dict[str, Any]:
     """libcni fixupResultVersion: the plugin's result object; its cniVersion is the config's when missing."""
     try:
         result = json.loads(stdout)
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise CNIError(ERR_DECODE, f"failed to unmarshal raw result: {err}") from None
     if result is None:
         result = {}
@@ -491,7 +491,7 @@ def plugin_error(rc: int, stdout: bytes, stderr: bytes) -> CNIError:
         return CNIError(ERR_INTERNAL, f"netplugin failed: {stderr.decode(errors='replace').strip()!r}")
     try:
         body = json.loads(stdout)
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
         return CNIError(ERR_INTERNAL, f"netplugin failed but error parsing its diagnostic message "
                         f"{stdout.decode(errors='replace')!r}: {err}")
     if not isinstance(body, dict):
@@ -691,6 +691,14 @@ def render_ours(kind: str, stdin: bytes, env: dict[str, str], lang: str) -> tupl
     """Run a cniplug plugin's handler for --dry-run in this process, with the stdin and CNI_* environment the
     exec would get: (its script, its dry-run result or None). A plugin that returns a result instead of a
     script changes nothing by itself (its script says so); CNIError as the plugin would answer."""
+    out, result, _ = render_full(kind, stdin, env, lang)
+    return out, result
+
+
+def render_full(kind: str, stdin: bytes, env: dict[str, str],
+                lang: str) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
+    """render_ours, plus the dry-run result in the 1.1.0 shape, before it is converted to the request's
+    cniVersion (a 1.0.0 result has no interface `mtu`, which the next plugin's dry run needs)."""
     from cniplug import skel
     from cniplug.cli import plugin_handlers
 
@@ -704,14 +712,15 @@ def render_ours(kind: str, stdin: bytes, env: dict[str, str], lang: str) -> tupl
         raise
     except Exception as err:  # as skel.run answers it: a CNI error, never a traceback
         raise CNIError(ERR_INTERNAL, f"internal error: {type(err).__name__}", str(err)) from None
-    result = req.dry_result
+    raw = req.dry_result
     if isinstance(out, dict):
-        result, out = out, None
-    if result is not None:  # in the request's cniVersion, as the plugin prints its result
-        result = json.loads(req.result_json(result))
+        raw, out = out, None
+    result = None
+    if raw is not None:  # in the request's cniVersion, as the plugin prints its result
+        result = json.loads(req.result_json(raw))
     if not isinstance(out, str):
         out = "#!/bin/bash\n" + i18n.say("nothing_to_run", lang, verb=req.command) + "\n"
-    return out, result
+    return out, result, raw
 
 
 def _body(script: str) -> list[str]:
@@ -727,6 +736,10 @@ class DryRun:
     lang: str = "en"
     lines: list[str] = field(default_factory=list)
     count: int = 0
+    unknown: bool = False  # an ADD of a plugin that is not ours passed no result on: the next prevResult is unknown
+    # The last ADD's dry-run result in the 1.1.0 shape (None after a plugin that is not ours): the prevResult the
+    # next cniplug plugin renders with, so that it sees what the list's cniVersion leaves out (interface mtu).
+    full: dict[str, Any] | None = None
 
     def comment(self, key: str, **fields: object) -> None:
         self.lines.append(i18n.say(key, self.lang, **fields))
@@ -738,20 +751,45 @@ class DryRun:
         if not ours(plugin.type):
             self.comment("net_dry_foreign", n=self.count, verb=verb, path=path)
             self.comment("net_dry_foreign_why")
-            assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-            self.lines.append(f"# {assigns} {shlex.quote(path)} <<'EOF'")
-            self.lines.append("# " + json.dumps(json.loads(stdin), sort_keys=True))
-            self.lines.append("# EOF")
+            self.commented_exec(path, stdin, env)
             if verb == "ADD":
                 self.comment("net_dry_foreign_result")
+                self.unknown = self.unknown or prev is None
+                self.full = None
             return prev
+        if verb == "ADD" and prev is None and self.unknown:
+            shown = len(self.lines)
+            try:
+                return self.render(verb, plugin, path, stdin, env, prev)
+            except CNIError as err:  # e.g. a chained plugin: it needs the prevResult a foreign plugin would give
+                del self.lines[shown:]
+                self.comment("net_dry_unknown_prev", n=self.count, kind=plugin.type, path=path,
+                             error=_flat(f"CNI error {err.code}: {err.msg}"))
+                self.commented_exec(path, stdin, env)
+                return None
+        return self.render(verb, plugin, path, stdin, env, prev)
+
+    def commented_exec(self, path: str, stdin: bytes, env: dict[str, str]) -> None:
+        assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        self.lines.append(f"# {assigns} {shlex.quote(path)} <<'EOF'")
+        self.lines.append("# " + json.dumps(json.loads(stdin), sort_keys=True))
+        self.lines.append("# EOF")
+
+    def render(self, verb: str, plugin: PluginConf, path: str, stdin: bytes, env: dict[str, str],
+               prev: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A cniplug plugin's step: its --dry-run script (and its IPAM's); its dry-run result for ADD."""
         ipam = plugin.conf.get("ipam")
         ipam_type = ipam.get("type") if isinstance(ipam, dict) else None
         store = ""
         if isinstance(ipam_type, str) and ours(ipam_type) and verb in ("ADD", "DEL", "GC"):
             store, _ = render_ours(ipam_type, stdin, env, self.lang)
         self.comment("net_dry_ours", n=self.count, verb=verb, kind=plugin.type, path=path)
-        script, result = render_ours(plugin.type, stdin, env, self.lang)
+        seen = stdin
+        if verb == "ADD" and prev is not None and self.full is not None:
+            seen = go_json({**json.loads(stdin), "prevResult": self.full})
+        script, result, full = render_full(plugin.type, seen, env, self.lang)
+        if verb == "ADD":
+            self.full = full if full is not None else self.full
         if store and verb == "ADD":
             self.nest(store, "net_dry_ipam", ipam_type)
         self.nest(script, "net_dry_plugin", plugin.type)

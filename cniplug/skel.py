@@ -148,7 +148,7 @@ class Request:
 def read_config(raw: bytes) -> dict[str, Any]:
     try:
         config = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: nested too deep
         raise CNIError(ERR_DECODE, "failed to decode network configuration on stdin", str(err)) from None
     if not isinstance(config, dict):
         raise CNIError(ERR_DECODE, "network configuration on stdin must be a JSON object")

@@ -117,14 +117,15 @@ def _uint(values: dict[str, Any], key: str, where: str) -> int:
     return value
 
 
-def direction(values: dict[str, Any], rate_key: str, burst_key: str, where: str) -> Tbf | None:
+def direction(values: dict[str, Any], rate_key: str, burst_key: str, where: str, strict: bool = True) -> Tbf | None:
     """One direction's rate (bit/s) and burst (bits) -> Tbf, None when both are 0 (not shaped).
 
     Raises CNIError 7 naming the field and value, as the reference refuses them (but with code 7): a rate
     without a burst or the other way round; a burst of 4 GiB (2^32 - 1 bytes) or more. Beyond it, what the
     reference lets through to a kernel error or to a silent overflow: a rate under 8 bit/s (0 bytes/s); a
     burst/rate over the 32-bit tick counter of the bucket (about 274 s); a limit (rate * 25 ms + burst)
-    over 2^32 - 1 bytes.
+    over 2^32 - 1 bytes. Those last ones only when `strict` (not for DEL, which must remove what the reference's ADD
+    made of such a value: containerd sends a burst of 2^32 - 1 bits for a pod's bandwidth annotation).
     """
     rate, burst = _uint(values, rate_key, where), _uint(values, burst_key, where)
     if rate == 0 and burst == 0:
@@ -139,6 +140,8 @@ def direction(values: dict[str, Any], rate_key: str, burst_key: str, where: str)
     if tbf.burst >= UINT32 - 1:
         raise CNIError(ERR_INVALID_CONFIG, f"field {where}{burst_key!r} is {burst}: burst cannot be more than 4GB",
                        f"at most {(UINT32 - 2) * 8 + 7} bits")
+    if not strict:
+        return tbf
     if tbf.rate == 0:
         raise CNIError(ERR_INVALID_CONFIG, f"field {where}{rate_key!r} is {rate}: under 8 bit/s, "
                        "0 bytes per second for tc")
@@ -156,8 +159,9 @@ def direction(values: dict[str, Any], rate_key: str, burst_key: str, where: str)
     return tbf
 
 
-def parse_config(req: Request) -> Limits:
-    """The request's shaping: top-level keys when any is present, else runtimeConfig.bandwidth (reference)."""
+def parse_config(req: Request, strict: bool = True) -> Limits:
+    """The request's shaping: top-level keys when any is present, else runtimeConfig.bandwidth (reference).
+    Not `strict` (DEL): only what the reference refuses too (see direction)."""
     top = fold_keys(req.config, KEYS, "")
     where = ""
     if top:
@@ -170,8 +174,8 @@ def parse_config(req: Request) -> Limits:
             raise CNIError(ERR_INVALID_CONFIG, f"field 'runtimeConfig.bandwidth' must be an object, got {capability!r}")
         where = "runtimeConfig.bandwidth."
         values = fold_keys(capability, KEYS, where)
-    return Limits(ingress=direction(values, "ingressRate", "ingressBurst", where),
-                  egress=direction(values, "egressRate", "egressBurst", where), source=where)
+    return Limits(ingress=direction(values, "ingressRate", "ingressBurst", where, strict),
+                  egress=direction(values, "egressRate", "egressBurst", where, strict), source=where)
 
 
 def host_veth(req: Request, prev: dict[str, Any]) -> str:
@@ -265,7 +269,7 @@ def teardown(req: Request) -> dict[str, Any]:
 
 
 def delete(req: Request) -> str | None:
-    parse_config(req)
+    parse_config(req, strict=False)
     return common.perform(req, "bandwidth/del.sh.j2", best_effort=True, **teardown(req))
 
 

@@ -64,11 +64,13 @@ def parse_config(req: Request) -> dict[str, Any]:
                        'cniplug-firewall implements the iptables backend only: set "backend": "iptables"')
     if backend not in ("", None, "iptables"):
         raise CNIError(ERR_INVALID_CONFIG, f"field 'backend' must be \"iptables\", got {backend!r}")
-    admin = chained.get(c, "iptablesAdminChainName", "") or DEFAULT_ADMIN_CHAIN
+    admin = chained.get(c, "iptablesAdminChainName")
+    admin = DEFAULT_ADMIN_CHAIN if admin in (None, "") else admin  # not `or`: false, 0, [] are refused below
     if not isinstance(admin, str) or not _CHAIN_RE.match(admin) or admin in _RESERVED:
         raise CNIError(ERR_INVALID_CONFIG, f"field 'iptablesAdminChainName': invalid chain name {admin!r}",
                        "1-28 characters of A-Z a-z 0-9 _ . + -, not a built-in chain, target or CNI chain")
-    policy = chained.get(c, "ingressPolicy", "") or "open"
+    policy = chained.get(c, "ingressPolicy")
+    policy = "open" if policy in (None, "") else policy
     if policy not in POLICIES:
         raise CNIError(ERR_INVALID_CONFIG if policy != "isolated" else ERR_UNSUPPORTED_FIELD,
                        f"field 'ingressPolicy': unknown ingress policy {policy!r}",
@@ -196,7 +198,7 @@ def read_records() -> list[tuple[str, dict[str, Any]]]:
             ips = [common.host_cidr(ip) for ip in data["ips"]]
             if not all(isinstance(data[k], str) for k in ("network", "containerID", "ifname")):
                 continue
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             continue
         out.append((path, {**data, "ips": ips}))
     return out

@@ -27,7 +27,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -155,8 +154,10 @@ def parse_mappings(value: Any) -> list[Mapping]:
                 addr = ipaddress.ip_address(host_ip) if isinstance(host_ip, str) else None
             except ValueError:
                 addr = None
-            if addr is None:
+            if addr is None or isinstance(addr, ipaddress.IPv6Address) and addr.scope_id:  # iptables takes no %zone
                 raise CNIError(ERR_INVALID_CONFIG, f"field '{where}.hostIP' must be an IP address, got {host_ip!r}")
+            if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:  # IPv4, as Go's To4() reads it
+                addr = addr.ipv4_mapped
             host_ip = "" if addr.is_unspecified else str(addr)
         m = Mapping(host_port, container_port, protocol.lower(), host_ip)
         for other in out:
@@ -294,10 +295,32 @@ _DNAT_COMMENT = re.compile(r'^dnat name: "(?P<name>[^"]*)" id: "(?P<id>[^"]*)"$'
 
 
 def _words(line: str) -> list[str]:
-    try:
-        return shlex.split(line)
-    except ValueError:
+    """An `iptables -S` line -> its words. iptables (xtables_save_string) puts a word that is not all letters,
+    digits, '_' and '-' in double quotes, with a backslash before each ", \\ and ' in it; shlex would keep the
+    backslash before ' (a conditionsV4 comment "don't" came back as don\\'t, and DEL missed its rule)."""
+    words: list[str] = []
+    chars: list[str] = []
+    started = quoted = escaped = False
+    for ch in line:
+        if escaped:
+            chars.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = started = True
+        elif ch == '"':
+            quoted, started = not quoted, True
+        elif ch.isspace() and not quoted:
+            if started:
+                words.append("".join(chars))
+            chars, started = [], False
+        else:
+            chars.append(ch)
+            started = True
+    if quoted or escaped:
         return []
+    if started:
+        words.append("".join(chars))
+    return words
 
 
 def find_conflicts(cfg: Config, family: int, chain: str, dnat_lines: list[str]) -> list[str]:
@@ -348,13 +371,20 @@ def route_localnet_plan(ip: Any, prev: dict[str, Any], dry_run: bool = False) ->
     that 127.0.0.1-sourced packets DNATed to the container may leave (cni-notes 3.6 step 6).
 
     The interface is what `ip route get` says when that is one of prevResult's host interfaces; else (nothing
-    yet, e.g. in a --dry-run of a whole list before the veth exists, where the lookup finds the default route)
-    the first host interface of prevResult. None when it is already 1 or no interface is found; also when the
-    interface does not exist, except in a --dry-run (the list's earlier plugin has not made it yet: shown as 0).
+    yet, e.g. in a --dry-run of a whole list before the veth exists, where the lookup finds the default route,
+    or no route at all on a node without one) the first host interface of prevResult. None when it is already 1
+    or no interface is found; also when the interface does not exist, except in a --dry-run (the list's earlier
+    plugin has not made it yet: shown as 0).
     """
     host = [str(i.get("name", "")) for i in prev.get("interfaces") or [] if not i.get("sandbox") and i.get("name")]
     dev = ""
-    for route in facts.ip_json(["ip"], "route", "get", str(ip.ip)):
+    try:
+        routes = facts.ip_json(["ip"], "route", "get", str(ip.ip))
+    except CNIError as err:  # the kernel has no route (unreachable, prohibit, blackhole): as the reference,
+        if "RTNETLINK answers" not in err.details:  # not an error (a missing `ip` still is)
+            raise
+        routes = []
+    for route in routes:
         dev = str(route.get("dev", ""))
         break
     if dev not in host:
@@ -456,9 +486,10 @@ def add(req: Request) -> dict[str, Any] | str | None:
                 conflicts += [c for c in nft_conflicts(cfg, family, req.container_id, nft_rules(family))
                               if c not in conflicts]
             stale = [line for line in shared["dnat_lines"] if line.endswith(f"-j {chain}")]
+            old = facts.iptables_rules(family, "nat", chain)  # an earlier ADD's: put back if this one fails
             families.append({
                 "tool": TOOLS[family], "family": family, "shared": shared,
-                "chain_exists": bool(facts.iptables_rules(family, "nat", chain)),
+                "chain_exists": bool(old), "old_rules": [_words(x)[2:] for x in old if x.startswith(f"-A {chain} ")],
                 "stale_entries": [_words(x)[2:] for x in stale],
                 "rules": rules_for(cfg, chain, family, ip), "entries": entry_rules(cfg, chain, comment, family),
             })

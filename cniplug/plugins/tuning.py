@@ -116,11 +116,12 @@ def parse_config(req: Request) -> dict[str, Any]:
     c = req.config
     link: dict[str, Any] = {}
     ifname = req.ifname or "IFNAME"  # GC and STATUS have no CNI_IFNAME: the keys are still checked
-    sysctl = _sysctls(chained.get(c, "sysctl", {}) or {}, "sysctl", ifname)
+    raw_sysctl = chained.get(c, "sysctl")  # null is "not set"; false, 0, [] are refused (not `or {}`)
+    sysctl = _sysctls({} if raw_sysctl is None else raw_sysctl, "sysctl", ifname)
     for key, field in (("mac", "mac"), ("mtu", "mtu"), ("promisc", "promisc"), ("allmulti", "allmulti"),
                        ("txQLen", "txQLen")):
         value = chained.get(c, field)
-        if value is not None:
+        if value is not None and not (key == "mac" and value == ""):  # "" is unset, as the reference reads it
             link[key] = value
     mac = req.known_args(("MAC",)).get("MAC")
     if mac:
@@ -135,7 +136,7 @@ def parse_config(req: Request) -> dict[str, Any]:
             raise CNIError(ERR_INVALID_CONFIG, f"field 'args.cni' must be an object, got {cni_args!r}")
         for key in ("mac", "mtu", "promisc", "allmulti", "txQLen"):
             value = chained.get(cni_args, key)
-            if value is not None:
+            if value is not None and not (key == "mac" and value == ""):
                 link[key] = value
         if chained.get(cni_args, "sysctl") is not None:
             sysctl.update(_sysctls(chained.get(cni_args, "sysctl"), "args.cni.sysctl", ifname))
@@ -172,6 +173,18 @@ def link_state(req: Request) -> dict[str, Any]:
             "promisc": "PROMISC" in flags, "allmulti": "ALLMULTI" in flags, "txQLen": int(link.get("txqlen", 0))}
 
 
+def dry_run_link_state(req: Request, prev: dict[str, Any]) -> dict[str, Any]:
+    """--dry-run of a whole list (`cniplug net add --dry-run`), where CNI_IFNAME does not exist yet because the
+    plugin before only printed its script: the values a new veth end has (txqueuelen 1000, neither promisc nor
+    allmulti), with the MAC and MTU that prevResult gives it (MTU 1500 when it gives none)."""
+    mine = [i for i in prev.get("interfaces", []) if i.get("name") == req.ifname and i.get("sandbox")]
+    itf = mine[0] if mine else {}
+    mtu = itf.get("mtu")
+    return {"mac": str(itf.get("mac") or "").lower(),
+            "mtu": mtu if isinstance(mtu, int) and not isinstance(mtu, bool) and mtu > 0 else 1500,
+            "promisc": False, "allmulti": False, "txQLen": 1000}
+
+
 def link_steps(ifname: str, target: dict[str, Any], old: dict[str, Any]) -> list[dict[str, Any]]:
     """`ip link set` words per attribute, with the words that restore the old value (rollback)."""
     words: dict[str, Callable[[Any], list[str]]] = {
@@ -195,10 +208,19 @@ def add(req: Request) -> dict[str, Any] | str | None:
     prev = chained.require_prev(req)
     if not req.dry_run:
         facts.check_netns(req.netns)
-    current = link_state(req)
+    assumed = False
+    try:
+        current = link_state(req)
+    except CNIError as err:
+        listed = any(i.get("name") == req.ifname and i.get("sandbox") for i in prev.get("interfaces", []))
+        if not req.dry_run or err.code != ERR_INTERNAL or not listed:  # assumed only where the plugin before made it
+            raise
+        current, assumed = dry_run_link_state(req, prev), True
     old_sysctls = facts.ns_sysctls(req.netns, [path for path, _ in cfg["sysctl"].values()]) \
         if cfg["sysctl"] else {}
-    missing = [key for key, (path, _) in cfg["sysctl"].items() if old_sysctls.get(path) is None]
+    # A dry run before the interface exists cannot read its own keys (net/*/conf/IFNAME/...): not an error then.
+    missing = [key for key, (path, _) in cfg["sysctl"].items() if old_sysctls.get(path) is None
+               and not (assumed and f"/{req.ifname}/" in f"/{path}/")]
     if missing:
         raise CNIError(ERR_INVALID_CONFIG, f"field 'sysctl': {missing[0]!r} does not exist in the container "
                        "namespace", f"no file /proc/sys/{cfg['sysctl'][missing[0]][0]}")
@@ -214,7 +236,8 @@ def add(req: Request) -> dict[str, Any] | str | None:
     try:
         text = common.perform(
             req, "tuning/add.sh.j2", exec=facts.ns_exec(req.netns), ip=facts.ns_ip(req.netns), ifname=req.ifname,
-            settings=settings, old_sysctls={p: old_sysctls[p] for p, _ in settings},
+            settings=settings, old_sysctls={p: old_sysctls[p] for p, _ in settings if old_sysctls.get(p) is not None},
+            assumed=assumed,
             steps=link_steps(req.ifname, link, current), backup={"path": path, "json": backup_text(saved)}
             if link else None)
     except BaseException:
@@ -263,7 +286,7 @@ def read_backup(path: str) -> dict[str, Any]:
     try:
         with open(path) as f:
             data = json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     if not isinstance(data, dict):
         return {}

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from test_cnitool import LIBCNI_CACHE, cnitool_container_id, cnitool_path, missing
 
+from cniplug.plugins.bridge import lock_path
+
 pytestmark = pytest.mark.root
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,6 +79,7 @@ def node(make_netns: Callable[..., str], tmp_path: Path) -> Iterator[dict[str, s
     # Whatever happened: DEL through cniplug net (idempotent), then the cache file.
     in_ns(name, sys.executable, "-m", "cniplug", "net", "del", NET, container, env=env)
     (LIBCNI_CACHE / f"{NET}-{cid}-eth0").unlink(missing_ok=True)
+    Path(lock_path("tflbr0")).unlink(missing_ok=True)  # the bridge's lock file in /run/cniplug (the host's /run)
 
 
 def run(n: dict[str, str], who: str, verb: str) -> subprocess.CompletedProcess[str]:

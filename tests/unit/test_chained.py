@@ -101,3 +101,58 @@ def test_firewall_records_roundtrip(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert records == [(firewall.record_path("net1", "c1", "eth0"),
                         {"network": "net1", "containerID": "c1", "ifname": "eth0", "ips": ["10.1.2.3/32"]})]
     assert oct(Path(records[0][0]).stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.parametrize("plugin, key, value", [
+    ("cniplug-firewall", "ingressPolicy", False), ("cniplug-firewall", "ingressPolicy", 0),
+    ("cniplug-firewall", "ingressPolicy", []), ("cniplug-firewall", "iptablesAdminChainName", False),
+    ("cniplug-firewall", "iptablesAdminChainName", {}), ("cniplug-tuning", "sysctl", False),
+    ("cniplug-tuning", "sysctl", []), ("cniplug-tuning", "sysctl", 0),
+])
+def test_a_value_of_the_wrong_type_is_refused_not_taken_for_the_default(plugin: str, key: str, value: Any) -> None:
+    """A falsy value of the wrong type (false, 0, [], {}) was silently read as "not set" (ingressPolicy open, the
+    default admin chain, no sysctls); the reference refuses it ("cannot unmarshal bool into ... of type string").
+    CHECK: read-only even where the value would be taken (this runs in the test's own namespace)."""
+    err = run(plugin, {"cniVersion": "1.0.0", "name": "n", "type": plugin, key: value, "prevResult": PREV}, "CHECK")
+    assert err.get("code") == 7 and repr(key) in err["msg"] and repr(value) in err["msg"], err
+
+
+@pytest.mark.parametrize("config", [{"mac": ""}, {"args": {"cni": {"mac": ""}}}])
+def test_tuning_empty_mac_is_unset_as_in_the_reference(config: dict[str, Any]) -> None:
+    """The reference changes the MAC only when the value is not "" (as it treats the capability's mac): ours
+    refused "mac": "" with "invalid MAC address"."""
+    req = skel.parse_request({"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/absent",
+                              "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin"},
+                             json.dumps({"cniVersion": "1.0.0", "name": "n", "type": "cniplug-tuning", "mtu": 1400,
+                                         **config, "prevResult": PREV}).encode())
+    assert tuning.parse_config(req)["link"] == {"mtu": 1400}
+
+
+def test_tuning_dry_run_assumes_only_an_interface_the_plugin_before_made() -> None:
+    """A dry run before CNI_IFNAME exists takes a new veth's values only when prevResult lists CNI_IFNAME in the
+    container (`cniplug net add --dry-run`); otherwise (a wrong CNI_IFNAME) the interface is not found, as in ADD."""
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/absent", "CNI_IFNAME": "eth0",
+           "CNI_PATH": "/opt/cni/bin"}
+
+    def dry(prev: dict[str, Any]) -> Any:
+        config = {"cniVersion": "1.0.0", "name": "n", "type": "cniplug-tuning", "mtu": 1400, "prevResult": prev}
+        return tuning.add(skel.parse_request(env, json.dumps(config).encode(), dry_run=True))
+
+    with pytest.raises(CNIError) as err:
+        dry(PREV)
+    assert err.value.code == 999 and "eth0" in err.value.msg
+    made = {**PREV, "interfaces": [{"name": "veth1"}, {"name": "eth0", "mac": "02:00:00:00:e2:09", "mtu": 1450,
+                                                       "sandbox": "/run/netns/absent"}]}
+    script = dry(made)
+    assert "link set dev eth0 mtu 1400" in script and '"mtu": 1450' in script, script
+
+
+def test_record_and_backup_files_nested_too_deep_are_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file on disk is input too: one nested deeper than the recursion limit made firewall DEL/GC and tuning DEL
+    fail with "internal error: RecursionError" instead of skipping it like any other malformed file."""
+    monkeypatch.setattr(rundir, "RUN_DIR", str(tmp_path))
+    (tmp_path / firewall.RECORD_SUBDIR).mkdir()
+    (tmp_path / firewall.RECORD_SUBDIR / "fw-deep.json").write_text("[" * 100_000)
+    assert firewall.read_records() == []
+    (tmp_path / "backup.json").write_text("[" * 100_000)
+    assert tuning.read_backup(str(tmp_path / "backup.json")) == {}

@@ -429,3 +429,63 @@ def test_a_plugin_bug_in_a_dry_run_is_a_cni_error_not_a_traceback(tmp_path: Path
         net.main("add", "tntnet", "/run/netns/tnt-x", True, "en",
                  {"NETCONFPATH": str(conf), "CNI_PATH": str(tmp_path / "bin")})
     assert err.value.msg == 'plugin type="cniplug-loopback" failed (add): CNI error 999: internal error: ValueError'
+
+
+def test_dry_run_of_a_chained_plugin_after_a_foreign_interface_plugin(tmp_path: Path) -> None:
+    """A list that starts with the reference bridge and chains cniplug-portmap: the bridge's result is unknown to a
+    dry run, so portmap gets no prevResult. The dry run failed with portmap's "must be called as chained plugin:
+    prevResult missing (put cniplug-portmap after cniplug-bridge ...)", wrong for this list. Now the step is shown
+    as its exec, commented out, with why its script cannot be shown, and the list's script goes on."""
+    conf = tmp_path / "net.d"
+    conf.mkdir()
+    write(conf, "10.conflist", {"cniVersion": "1.0.0", "name": "tntnet", "plugins": [
+        {"type": "bridge", "bridge": "tntbr0", "ipam": {"type": "host-local", "subnet": "10.226.9.0/24"}},
+        {"type": "cniplug-portmap", "capabilities": {"portMappings": True}},
+        {"type": "cniplug-loopback"}]})
+    (tmp_path / "bin").mkdir()
+    for kind in ("bridge", "cniplug-portmap", "cniplug-loopback"):
+        (tmp_path / "bin" / kind).write_text("")
+    env = {"NETCONFPATH": str(conf), "CNI_PATH": str(tmp_path / "bin"),
+           "CAP_ARGS": '{"portMappings": [{"hostPort": 18099, "containerPort": 80}]}'}
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert net.main("add", "tntnet", "/run/netns/tnt-x", True, "en", env) == 0
+    text = out.getvalue()
+    assert f"{tmp_path}/bin/cniplug-portmap <<'EOF'" in text and '"hostPort": 18099' in text
+    assert "prevResult is the result of a plugin that is not ours" in text
+    assert "ip -n tnt-x link set lo up" in text, "the steps after it are still shown"
+    with redirect_stdout(io.StringIO()) as zh:
+        net.main("add", "tntnet", "/run/netns/tnt-x", True, "zh", env)
+    assert "不是 cniplug 插件的结果" in zh.getvalue()
+
+
+def test_json_nested_too_deep_is_a_cni_error_not_a_traceback(tmp_path: Path) -> None:
+    """json.loads raises RecursionError, not ValueError, for a document nested deeper than the interpreter's
+    recursion limit: `cniplug net` answered a conflist file, CAP_ARGS, a cache file or a plugin's output like that
+    with a Python traceback, and a plugin its stdin with "internal error: RecursionError"."""
+    from cniplug import skel
+
+    deep = "[" * 100_000
+    with pytest.raises(CNIError) as err:
+        net.runtime_from_env({"CAP_ARGS": deep}, "/x")
+    assert err.value.code == 4 and "CAP_ARGS" in err.value.msg
+    conf = tmp_path / "net.d"
+    conf.mkdir()
+    write(conf, "10.conflist", '{"name": "tntnet", "plugins": ' + deep)
+    with pytest.raises(CNIError) as err:
+        net.load_conflist(str(conf), "tntnet")
+    assert err.value.code == 6 and "10.conflist" in err.value.msg
+    results = tmp_path / "results"
+    results.mkdir()
+    write(results, "tntnet-c1-eth0", deep)
+    assert net.cached_attachments(str(tmp_path)) == []
+    with pytest.raises(CNIError) as err:
+        net.read_cached_result(str(results / "tntnet-c1-eth0"), "1.0.0")
+    assert err.value.code == 6
+    with pytest.raises(CNIError) as err:
+        net.result_from_stdout(deep.encode(), "1.0.0")
+    assert err.value.code == 6
+    assert net.plugin_error(1, deep.encode(), b"").code == 999
+    with pytest.raises(CNIError) as err:
+        skel.read_config(deep.encode())
+    assert err.value.code == 6

@@ -199,3 +199,27 @@ def test_route_localnet_on_the_host_interface_of_prev_result(monkeypatch: pytest
     assert portmap.route_localnet_plan(ipaddress.ip_interface("10.231.0.2/24"), PREV) is None  # vethx: no sysctl
     plan = portmap.route_localnet_plan(ipaddress.ip_interface("10.231.0.2/24"), PREV, dry_run=True)
     assert plan is not None and plan["settings"] == [("net.ipv4.conf.vethx.route_localnet", 1)]
+
+
+def test_an_ipv4_mapped_host_ip_is_ipv4_as_in_the_reference() -> None:
+    """hostIP "::ffff:10.231.0.1" is 10.231.0.1 for the reference (Go's To4()): its rules go to iptables with
+    -d 10.231.0.1. Ours put them in ip6tables with -d ::ffff:10.231.0.1, where no IPv4 packet ever matches, and
+    the conflict check did not see it as the same address as 10.231.0.1."""
+    req = make_req(mappings=[{"hostPort": 80, "containerPort": 80, "hostIP": "::ffff:10.231.0.1"}])
+    cfg = portmap.parse_config(req)
+    assert cfg.mappings == [portmap.Mapping(80, 80, "tcp", "10.231.0.1")]
+    ips = portmap.container_ips(req, PREV)
+    assert portmap.rules_for(cfg, "CNI-DN-x", 6, ips[6]) == []
+    assert portmap.rules_for(cfg, "CNI-DN-x", 4, ips[4])[-1]["rule"][:2] == ["-d", "10.231.0.1"]
+    with pytest.raises(CNIError, match="mapped twice"):
+        portmap.parse_config(make_req(mappings=[{"hostPort": 80, "containerPort": 80, "hostIP": "10.231.0.1"},
+                                                {"hostPort": 80, "containerPort": 81, "hostIP": "::ffff:10.231.0.1"}]))
+
+
+def test_a_scoped_host_ip_is_refused_up_front() -> None:
+    """Python's ipaddress accepts "fe80::1%eth0"; iptables does not: the ADD failed half-way with 999 and
+    ip6tables-restore's message. It is refused before anything runs, naming the field and value."""
+    with pytest.raises(CNIError) as err:
+        portmap.parse_config(make_req(mappings=[{"hostPort": 80, "containerPort": 80, "hostIP": "fe80::1%eth0"}]))
+    assert err.value.code == ERR_INVALID_CONFIG
+    assert "runtimeConfig.portMappings[0].hostIP" in err.value.msg and "fe80::1%eth0" in err.value.msg
