@@ -327,6 +327,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     # ---- bandwidth (cniplug-bandwidth) -------------------------------------------------------------------
     "bw_ingress": {"en": "Traffic into the container: shape it where the host sends it, at the root of {veth}, with a token bucket (tbf) of {rate} bit/s and a burst of {burst} bits ({src}ingressRate, {src}ingressBurst)",
                    "zh": "进入容器的流量：在主机发出它的地方整形，即 {veth} 的根上，用令牌桶（tbf），速率 {rate} bit/s，突发 {burst} bit（{src}ingressRate、{src}ingressBurst）"},
+    "bw_burst_capped": {"en": "{field} asks for a burst of {asked} bits, more than a token bucket holds at this rate (tbf keeps burst/rate in 32 bits of 64 ns ticks, about 274 s): it gets the largest one, {burst} bits (containerd and CRI-O send such bursts for a pod's bandwidth annotation; the reference lets the value overflow)",
+                        "zh": "{field} 要求 {asked} 比特的突发量，超过了该速率下令牌桶能容纳的上限（tbf 用 32 位的 64 纳秒计时单位保存 突发量/速率，约 274 秒）：改用最大的桶，{burst} 比特（containerd 和 CRI-O 为 Pod 的带宽注解传来这样的突发量；参考实现会让这个值溢出）"},
     "bw_tbf_units": {"en": "tc's units: rate {rate}bps is bytes per second, burst {burst} is bytes (config values / 8, as the reference); packets wait at most 25 ms, so the queue holds {limit} bytes (rate * 25 ms + burst)",
                      "zh": "tc 的单位：rate {rate}bps 是每秒字节数，burst {burst} 是字节（配置值除以8，与参考插件相同）；包最多等待 25 ms，所以队列容纳 {limit} 字节（速率 * 25 ms + 突发）"},
     "bw_egress": {"en": "Traffic out of the container arrives at {veth} as ingress, where tc cannot queue it: redirect it to the ifb link {ifb} and shape it there as it leaves, {rate} bit/s with a burst of {burst} bits ({src}egressRate, {src}egressBurst)",

@@ -20,8 +20,9 @@ reference answers 999); DEL also removes the qdiscs on the host veth (the refere
 with the veth); the ifb carries the alias `cniplug-bandwidth:<network>:<container id>` so that GC can tell
 this network's ifbs apart; the filter has one mirred action (the reference's has a second one that never
 runs); GC and STATUS are implemented (1.1.1 has neither); a config the reference turns into a kernel error
-or an overflowed bucket (a rate under 8 bit/s, burst/rate over 274 s, a limit over 4 GiB) is refused up
-front. CHECK compares the tbf's rate exactly and its burst and latency within tc's rounding (close_to).
+(a rate under 8 bit/s, a limit over 4 GiB) is refused up front, and a burst the bucket cannot hold
+(burst/rate over 274 s, which the reference lets overflow) is capped at the largest one, saying so in the
+script. CHECK compares the tbf's rate exactly and its burst and latency within tc's rounding (close_to).
 Measured on this machine: the same config gives the same qdiscs, filter and ifb through either plugin
 (tests/integration/test_bandwidth.py), and 3.8 Mbit/s through a 4 Mbit/s shaped link.
 """
@@ -55,6 +56,7 @@ class Tbf:
 
     rate: int  # bytes per second (the config's bit/s divided by 8, as the reference)
     burst: int  # bytes (the config's bits divided by 8)
+    asked: int = 0  # bits: the burst the config asked for, when more than the bucket holds (burst is capped)
 
     @property
     def tc_rate(self) -> str:
@@ -122,10 +124,11 @@ def direction(values: dict[str, Any], rate_key: str, burst_key: str, where: str,
 
     Raises CNIError 7 naming the field and value, as the reference refuses them (but with code 7): a rate
     without a burst or the other way round; a burst of 4 GiB (2^32 - 1 bytes) or more. Beyond it, what the
-    reference lets through to a kernel error or to a silent overflow: a rate under 8 bit/s (0 bytes/s); a
-    burst/rate over the 32-bit tick counter of the bucket (about 274 s); a limit (rate * 25 ms + burst)
-    over 2^32 - 1 bytes. Those last ones only when `strict` (not for DEL, which must remove what the reference's ADD
-    made of such a value: containerd sends a burst of 2^32 - 1 bits for a pod's bandwidth annotation).
+    reference lets through to a kernel error: a rate under 8 bit/s (0 bytes/s); a limit (rate * 25 ms + burst)
+    over 2^32 - 1 bytes. A burst/rate over the 32-bit tick counter of the bucket (about 274 s), which the
+    reference lets overflow silently, is capped at the largest bucket (largest_burst; Tbf.asked keeps what
+    was asked): containerd sends a burst of 2^32 - 1 bits for a pod's bandwidth annotation. The checks after
+    the 4 GiB one only when `strict` (not for DEL, which must remove what the reference's ADD made).
     """
     rate, burst = _uint(values, rate_key, where), _uint(values, burst_key, where)
     if rate == 0 and burst == 0:
@@ -148,15 +151,25 @@ def direction(values: dict[str, Any], rate_key: str, burst_key: str, where: str,
     if tbf.burst == 0:
         raise CNIError(ERR_INVALID_CONFIG, f"field {where}{burst_key!r} is {burst}: under 8 bits, "
                        "a bucket of 0 bytes")
-    ticks = math.floor(math.floor(tbf.burst * 1_000_000 / tbf.rate) * TICKS_PER_US)
-    if tbf.burst * 1_000_000 / tbf.rate >= UINT32 or ticks >= UINT32:
-        raise CNIError(ERR_INVALID_CONFIG, f"fields {where}{burst_key!r} ({burst}) and {where}{rate_key!r} "
-                       f"({rate}): burst/rate = {burst / rate:.0f} s overflows the tbf bucket",
-                       "burst/rate must stay under 274 s")
+    largest = largest_burst(tbf.rate)
+    if tbf.burst > largest:
+        # containerd (2^32 - 1 bits) and CRI-O (2^35 - 9 bits) send such bursts for a pod's bandwidth
+        # annotation, meaning "as large as it gets". The reference hands the kernel an overflowed bucket;
+        # we give it the largest one it holds, and the script says so.
+        tbf = Tbf(rate=tbf.rate, burst=largest, asked=burst)
     if tbf.limit >= UINT32:
         raise CNIError(ERR_INVALID_CONFIG, f"field {where}{rate_key!r} is {rate}: rate * 25 ms + burst "
                        "overflows the tbf limit (4 GiB)")
     return tbf
+
+
+def largest_burst(rate: int) -> int:
+    """The largest bucket in bytes a tbf of `rate` bytes/s holds: its time, burst/rate, is kept in 64 ns ticks
+    in 32 bits (about 274 s), and its queue limit, rate * 25 ms + burst, in 32 bits too."""
+    ticks_us = math.floor((UINT32 - 1) / TICKS_PER_US) - 1  # the longest bucket, in whole microseconds
+    by_time = ticks_us * rate // 1_000_000
+    by_limit = UINT32 - 1 - int(rate * LATENCY_US / 1_000_000)
+    return max(0, min(by_time, by_limit))
 
 
 def parse_config(req: Request, strict: bool = True) -> Limits:

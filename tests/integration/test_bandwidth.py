@@ -31,6 +31,7 @@ import pytest
 from conftest import PluginRun
 from tcr_netstate import IP, in_host, plugin_env, run_in_host
 
+from cniplug.plugins import bandwidth
 from cniplug.plugins.bandwidth import Tbf, close_to
 from cniplug.plugins.bridge import lock_path
 
@@ -393,3 +394,21 @@ def test_net_dry_run_of_a_list_with_bandwidth(make_netns: Callable[..., str], tm
     assert f"action mirred egress redirect dev {ifb}\n" in proc.stdout
     assert f'{{"name":"{ifb}"}}' in proc.stdout.replace(" ", "")  # the cached result lists the ifb
     assert not (bin_dir.parent / "ipam").exists(), "the dry run wrote the IPAM store"
+
+
+@pytest.mark.parametrize("burst", [2**32 - 1, 2**35 - 9], ids=["containerd", "cri-o"])
+def test_the_burst_runtimes_send_for_an_annotation_gets_the_largest_bucket(
+        burst: int, attach: Callable[[int], Attachment]) -> None:
+    """kubernetes.io/ingress-bandwidth: 1M under containerd or CRI-O: the runtime's burst overflows the bucket at
+    1 Mbit/s; ADD takes the largest one the kernel holds, CHECK agrees, DEL leaves nothing."""
+    a = attach(6 if burst < 2**33 else 7)
+    rc = {"bandwidth": {"ingressRate": 1_000_000, "ingressBurst": burst, "egressRate": 1_000_000, "egressBurst": burst}}
+    added = a.run("ADD", a.config(a.prev, runtimeConfig=rc))
+    assert added.rc == 0, added.stdout + added.stderr
+    largest = bandwidth.largest_burst(125_000)
+    for dev in (a.veth, a.ifb):
+        options = a.tc("qdisc", "show", "dev", dev)[0]["options"]
+        assert options["rate"] == 125_000 and abs(options["burst"] - largest) <= 2, options
+    assert a.run("CHECK", a.config(added.json, runtimeConfig=rc)).rc == 0
+    assert a.run("DEL", a.config(runtimeConfig=rc)).rc == 0
+    assert a.ifbs() == [] and a.tc("qdisc", "show", "dev", a.veth)[0]["kind"] != "tbf"
