@@ -120,9 +120,10 @@ def has_ipv6() -> bool:
 
 
 def sysctl(key: str) -> str | None:
-    """Value of a host sysctl ('net.ipv4.ip_forward'), None if it does not exist."""
+    """Value of a host sysctl ('net.ipv4.ip_forward', or with slashes 'net/ipv4/conf/eth0.1/forwarding'),
+    None if it does not exist."""
     try:
-        with open("/proc/sys/" + key.replace(".", "/")) as f:
+        with open("/proc/sys/" + (key if "/" in key else key.replace(".", "/"))) as f:
             return f.read().strip()
     except OSError:
         return None

@@ -262,7 +262,7 @@ def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None
 
     exists = facts.link_exists(cfg.bridge)
     ipv6 = facts.has_ipv6()
-    accept_ra_old = facts.sysctl(f"net.ipv6.conf.{cfg.bridge}.accept_ra") if exists else None
+    accept_ra_old = facts.sysctl(common.conf_key(6, cfg.bridge, "accept_ra")) if exists else None
     bridge_up = exists and bool(facts.link_flags(cfg.bridge) & facts.IFF_UP)
     # With vlan, the gateway addresses go on the VLAN's gateway interface <bridge>.<vlan>, not on the bridge.
     vlan_gw = None
@@ -299,16 +299,17 @@ def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None
 
     sysctls: list[tuple[str, Any]] = []
     if 4 in families:
-        sysctls.append((f"net.ipv4.conf.{req.ifname}.arp_notify", 1))
+        sysctls.append((common.conf_key(4, req.ifname, "arp_notify"), 1))
     if 6 in families:
-        sysctls.append((f"net.ipv6.conf.{req.ifname}.disable_ipv6", 0))
+        sysctls.append((common.conf_key(6, req.ifname, "disable_ipv6"), 0))
     if ips and ipv6:
         # As the reference: DAD off unless asked for, also on IPv4-only networks (the link-local address
         # would otherwise see its own probes reflected by a hairpin port and go dadfailed).
         if cfg.enable_dad:
-            sysctls += [(f"net.ipv6.conf.{req.ifname}.enhanced_dad", 1), (f"net.ipv6.conf.{req.ifname}.accept_dad", 1)]
+            sysctls += [(common.conf_key(6, req.ifname, "enhanced_dad"), 1),
+                         (common.conf_key(6, req.ifname, "accept_dad"), 1)]
         else:
-            sysctls.append((f"net.ipv6.conf.{req.ifname}.accept_dad", 0))
+            sysctls.append((common.conf_key(6, req.ifname, "accept_dad"), 0))
     trunk = cfg.vlan_trunk or []
     context = {
         "bridge": {"name": cfg.bridge, "create": not exists, "mtu": cfg.mtu,
@@ -316,6 +317,7 @@ def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None
                    "mac": common.random_mac() if not exists else "", "promisc": cfg.promisc and not (
                        exists and facts.link_flags(cfg.bridge) & facts.IFF_PROMISC),
                    "accept_ra_set": ipv6 and accept_ra_old != "0", "accept_ra_old": accept_ra_old,
+                   "accept_ra_key": common.conf_key(6, cfg.bridge, "accept_ra"),
                    "up": bridge_up,
                    # A bridge whose MAC was never set takes its lowest port's: pin it, as the reference does.
                    "pin_mac": facts.mac_of(cfg.bridge) if exists and cfg.is_gateway and not vlan_gw

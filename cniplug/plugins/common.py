@@ -65,6 +65,13 @@ def host_veth_name() -> str:
     return "veth" + os.urandom(4).hex()
 
 
+def conf_key(family: int, dev: str, name: str) -> str:
+    """The sysctl key of a per-interface setting: `net.ipv4.conf.DEV.NAME`, or with slashes when DEV has a dot
+    (a VLAN `eth0.100`), which sysctl would otherwise read as a separator."""
+    parts = ("net", f"ipv{family}", "conf", dev, name)
+    return "/".join(parts) if "." in dev else ".".join(parts)
+
+
 def random_mac() -> str:
     """A random unicast, locally administered MAC."""
     b = bytearray(os.urandom(6))

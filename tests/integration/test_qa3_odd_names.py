@@ -1,0 +1,45 @@
+"""Interface and bridge names the kernel accepts but sysctl's dotted keys cannot name (a dot, as in a VLAN
+`eth.0`): the plugins must still set their sysctls (the reference does). Names start with `qa3`, addresses
+come from 10.228.0.0/16 and fd28::/16."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import run_plugin, sh
+
+from cniplug.plugins.common import chain_name
+
+pytestmark = pytest.mark.root
+
+
+def test_bridge_with_dots_in_bridge_and_interface_names(make_netns: Callable[..., str], cleanup_links: list[str],
+                                                        cleanup_chains: list[str], tmp_path: Path) -> None:
+    ns = make_netns("qa3-dots", prefix="")
+    cleanup_links.append("qa3.br")
+    cleanup_chains.append(chain_name("qa3dots", "qa3c1"))
+    config = {"cniVersion": "1.0.0", "name": "qa3dots", "type": "cniplug-bridge", "bridge": "qa3.br",
+              "isGateway": True, "ipMasq": True,
+              "ipam": {"type": "cniplug-host-local", "dataDir": str(tmp_path),
+                       "ranges": [[{"subnet": "10.228.10.0/24"}], [{"subnet": "fd28:10::/64"}]]}}
+    add = run_plugin("cniplug-bridge", "ADD", config, netns=ns, container_id="qa3c1", ifname="eth.0")
+    assert add.rc == 0, add
+    conf = "/proc/sys/net/ipv4/conf/eth.0/arp_notify"
+    assert sh("ip", "netns", "exec", "qa3-dots", "cat", conf).strip() == "1"
+    assert sh("ip", "netns", "exec", "qa3-dots", "cat", "/proc/sys/net/ipv6/conf/eth.0/accept_dad").strip() == "0"
+    assert Path("/proc/sys/net/ipv6/conf/qa3.br/accept_ra").read_text().strip() == "0"
+    check = run_plugin("cniplug-bridge", "CHECK", dict(config, prevResult=add.json), netns=ns,
+                       container_id="qa3c1", ifname="eth.0")
+    assert check.rc == 0, check
+    # A second ADD on the existing bridge reads its accept_ra (now 0) under the dotted name.
+    ns2 = make_netns("qa3-dots2", prefix="")
+    cleanup_chains.append(chain_name("qa3dots", "qa3c2"))
+    add2 = run_plugin("cniplug-bridge", "ADD", config, netns=ns2, container_id="qa3c2", ifname="eth.0")
+    assert add2.rc == 0, add2
+    dry = run_plugin("cniplug-bridge", "ADD", config, netns=ns2, container_id="qa3c3", ifname="eth.1", dry_run=True)
+    assert dry.rc == 0 and "qa3/br/accept_ra" not in dry.stdout and "qa3.br.accept_ra" not in dry.stdout, dry.stdout
+    for cid, netns in (("qa3c1", ns), ("qa3c2", ns2)):
+        d = run_plugin("cniplug-bridge", "DEL", config, netns=netns, container_id=cid, ifname="eth.0")
+        assert d.rc == 0, d
