@@ -232,7 +232,11 @@ def gateway_of(ip: dict[str, Any], cfg: BridgeConfig) -> str:
         return str(ip["gateway"])
     if not cfg.is_gateway:
         return ""
-    return str(next(ipaddress.ip_interface(ip["address"]).network.hosts()))
+    gw = common.first_other_host(ip["address"])
+    if not gw:
+        raise CNIError(ERR_INVALID_CONFIG, f"isGateway: the subnet of {ip['address']} has no address for the gateway",
+                       "give the address a shorter prefix, or the IPAM a gateway")
+    return gw
 
 
 def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None,

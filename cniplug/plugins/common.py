@@ -65,6 +65,16 @@ def host_veth_name() -> str:
     return "veth" + os.urandom(4).hex()
 
 
+def first_other_host(address: str) -> str:
+    """The first host address of ADDRESS's subnet that is not ADDRESS itself (the gateway a plugin picks when
+    IPAM gave none), "" when there is none (a /32 or /128). `hosts()` is a list, not an iterator, for those."""
+    iface = ipaddress.ip_interface(address)
+    for host in iter(iface.network.hosts()):
+        if host != iface.ip:
+            return str(host)
+    return ""
+
+
 def conf_key(family: int, dev: str, name: str) -> str:
     """The sysctl key of a per-interface setting: `net.ipv4.conf.DEV.NAME`, or with slashes when DEV has a dot
     (a VLAN `eth0.100`), which sysctl would otherwise read as a separator."""

@@ -26,7 +26,7 @@ def parse_config(req: Request) -> tuple[bool, int]:
 
 def gateway_for(ip: dict[str, Any]) -> str:
     iface = ipaddress.ip_interface(ip["address"])
-    gw = ip.get("gateway") or str(next(iface.network.hosts()))
+    gw = ip.get("gateway") or common.first_other_host(ip["address"]) or str(iface.ip)
     if gw == str(iface.ip):
         raise CNIError(ERR_INVALID_CONFIG, f"ptp needs a gateway other than the container address {ip['address']}")
     return str(gw)

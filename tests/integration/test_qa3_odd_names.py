@@ -43,3 +43,27 @@ def test_bridge_with_dots_in_bridge_and_interface_names(make_netns: Callable[...
     for cid, netns in (("qa3c1", ns), ("qa3c2", ns2)):
         d = run_plugin("cniplug-bridge", "DEL", config, netns=netns, container_id=cid, ifname="eth.0")
         assert d.rc == 0, d
+
+
+@pytest.mark.parametrize("plugin", ["cniplug-bridge", "cniplug-ptp"])
+@pytest.mark.parametrize("address", ["10.228.11.7/32", "fd28:11::7/128"])
+def test_host_prefix_without_gateway_is_a_cni_error(plugin: str, address: str,
+                                                    make_netns: Callable[..., str]) -> None:
+    """A /32 or /128 static address with no gateway: no address is left for the gateway (was a TypeError
+    traceback: ipaddress' hosts() of a /32 is a list, not an iterator)."""
+    ns = make_netns("qa3-host", prefix="")
+    config = {"cniVersion": "1.0.0", "name": "qa3host", "type": plugin, "bridge": "qa3hbr", "isGateway": True,
+              "ipam": {"type": "cniplug-static", "addresses": [{"address": address}]}}
+    r = run_plugin(plugin, "ADD", config, netns=ns, container_id="qa3c1", ifname="eth1", dry_run=True)
+    assert r.rc == 1 and "Traceback" not in r.stderr, r
+    assert r.json["code"] == 7 and address in r.json["msg"], r.json
+
+
+@pytest.mark.parametrize("plugin", ["cniplug-bridge", "cniplug-ptp"])
+def test_slash31_gateway_is_the_other_address(plugin: str, make_netns: Callable[..., str]) -> None:
+    ns = make_netns("qa3-host", prefix="")
+    config = {"cniVersion": "1.0.0", "name": "qa3host", "type": plugin, "bridge": "qa3hbr", "isGateway": True,
+              "ipam": {"type": "cniplug-static", "addresses": [{"address": "10.228.11.6/31"}]}}
+    r = run_plugin(plugin, "ADD", config, netns=ns, container_id="qa3c1", ifname="eth1", dry_run=True)
+    assert r.rc == 0, r
+    assert "ip addr add 10.228.11.7/" in r.stdout, r.stdout
