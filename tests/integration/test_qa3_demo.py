@@ -1,0 +1,30 @@
+"""`cniplug demo` next to what an earlier demo left (`--keep`): its subnet is in use on the host, whatever the
+link holding it is named. Names start with `qa3`, addresses come from 10.228.0.0/16."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import sh
+
+pytestmark = pytest.mark.root
+
+
+def test_a_subnet_on_a_link_named_like_the_demo_is_refused() -> None:
+    """A kept demo's bridge (`qa3h1234br`) holds the subnet: a second demo with the same --prefix and --subnet
+    must refuse it up front, not make a second bridge in the same subnet and fail its ping."""
+    subprocess.run(["ip", "link", "add", "qa3h1234br", "type", "veth", "peer", "name", "qa3h1234pr"], check=True)
+    try:
+        sh("ip", "addr", "add", "10.228.28.1/24", "dev", "qa3h1234br")
+        sh("ip", "link", "set", "qa3h1234br", "up")
+        proc = subprocess.run([sys.executable, "-m", "cniplug", "demo", "--prefix", "qa3h", "--subnet",
+                               "10.228.28.0/24", "--outside", "10.228.29.0/24"], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 1 and "--subnet 10.228.28.0/24 is in use on this host" in proc.stderr, \
+            proc.stdout + proc.stderr
+        assert len(proc.stderr.splitlines()) == 1 and "demo" not in proc.stdout
+    finally:
+        subprocess.run(["ip", "link", "delete", "qa3h1234br"], capture_output=True)
