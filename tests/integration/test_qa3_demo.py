@@ -28,3 +28,14 @@ def test_a_subnet_on_a_link_named_like_the_demo_is_refused() -> None:
         assert len(proc.stderr.splitlines()) == 1 and "demo" not in proc.stdout
     finally:
         subprocess.run(["ip", "link", "delete", "qa3h1234br"], capture_output=True)
+
+
+@pytest.mark.parametrize("prefix", ["-h", "-", "网络", "é"])
+def test_a_prefix_no_container_id_or_link_can_start_with_is_refused(prefix: str) -> None:
+    """The demo's names (container id, namespace, links) start with --prefix: a leading '-' is not a container id
+    (the plugin refused it after the demo had begun), non-ASCII letters overflow a link name (a traceback)."""
+    proc = subprocess.run([sys.executable, "-m", "cniplug", "demo", f"--prefix={prefix}", "--subnet",
+                           "10.228.32.0/24", "--outside", "10.228.33.0/24"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("cniplug demo: --prefix"), proc.stdout + proc.stderr
+    assert proc.stdout == ""
