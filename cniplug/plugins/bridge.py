@@ -265,7 +265,7 @@ def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None
         result["dns"] = req.config["dns"]
 
     exists = facts.link_exists(cfg.bridge)
-    ipv6 = facts.has_ipv6()
+    ipv6 = facts.has_ipv6() and not 0 < cfg.mtu < common.IPV6_MIN_MTU
     accept_ra_old = facts.sysctl(common.conf_key(6, cfg.bridge, "accept_ra")) if exists else None
     bridge_up = exists and bool(facts.link_flags(cfg.bridge) & facts.IFF_UP)
     # With vlan, the gateway addresses go on the VLAN's gateway interface <bridge>.<vlan>, not on the bridge.
@@ -320,7 +320,8 @@ def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None
                    "vlan_filtering": bool(cfg.vlan) or cfg.vlan_trunk is not None,
                    "mac": common.random_mac() if not exists else "", "promisc": cfg.promisc and not (
                        exists and facts.link_flags(cfg.bridge) & facts.IFF_PROMISC),
-                   "accept_ra_set": ipv6 and accept_ra_old != "0", "accept_ra_old": accept_ra_old,
+                   "accept_ra_set": ipv6 and accept_ra_old != "0" and (accept_ra_old is not None or not exists),
+                   "accept_ra_old": accept_ra_old,
                    "accept_ra_key": common.conf_key(6, cfg.bridge, "accept_ra"),
                    "up": bridge_up,
                    # A bridge whose MAC was never set takes its lowest port's: pin it, as the reference does.

@@ -65,6 +65,9 @@ def host_veth_name() -> str:
     return "veth" + os.urandom(4).hex()
 
 
+IPV6_MIN_MTU = 1280  # below it the kernel takes IPv6 off a link, /proc/sys/net/ipv6/conf/DEV included
+
+
 def first_other_host(address: str) -> str:
     """The first host address of ADDRESS's subnet that is not ADDRESS itself (the gateway a plugin picks when
     IPAM gave none), "" when there is none (a /32 or /128). `hosts()` is a list, not an iterator, for those."""

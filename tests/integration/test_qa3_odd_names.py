@@ -67,3 +67,25 @@ def test_slash31_gateway_is_the_other_address(plugin: str, make_netns: Callable[
     r = run_plugin(plugin, "ADD", config, netns=ns, container_id="qa3c1", ifname="eth1", dry_run=True)
     assert r.rc == 0, r
     assert "ip addr add 10.228.11.7/" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("plugin", ["cniplug-bridge", "cniplug-ptp"])
+@pytest.mark.parametrize("mtu", [68, 1200])
+def test_ipv4_network_with_an_mtu_below_ipv6s_minimum(plugin: str, mtu: int, make_netns: Callable[..., str],
+                                                      cleanup_links: list[str], cleanup_chains: list[str],
+                                                      tmp_path: Path) -> None:
+    """Below 1280 the kernel takes IPv6 off a link (its /proc/sys/net/ipv6/conf/DEV goes): the accept_ra and
+    accept_dad steps must not be there (ADD failed on them; the reference attaches such a network)."""
+    ns = make_netns("qa3-mtu", prefix="")
+    cleanup_links.append("qa3mbr")
+    cleanup_chains.append(chain_name("qa3mtu", "qa3c1"))
+    config = {"cniVersion": "1.0.0", "name": "qa3mtu", "type": plugin, "bridge": "qa3mbr", "isGateway": True,
+              "ipMasq": True, "mtu": mtu,
+              "ipam": {"type": "cniplug-host-local", "dataDir": str(tmp_path), "subnet": "10.228.12.0/24"}}
+    add = run_plugin(plugin, "ADD", config, netns=ns, container_id="qa3c1", ifname="eth0")
+    assert add.rc == 0, add
+    assert f"mtu {mtu} " in sh("ip", "netns", "exec", "qa3-mtu", "ip", "link", "show", "eth0")
+    check = run_plugin(plugin, "CHECK", dict(config, prevResult=add.json), netns=ns, container_id="qa3c1")
+    assert check.rc == 0, check
+    d = run_plugin(plugin, "DEL", config, netns=ns, container_id="qa3c1")
+    assert d.rc == 0, d
