@@ -39,3 +39,12 @@ def test_a_prefix_no_container_id_or_link_can_start_with_is_refused(prefix: str)
                           timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("cniplug demo: --prefix"), proc.stdout + proc.stderr
     assert proc.stdout == ""
+
+
+def test_a_subnet_in_use_is_not_answered_with_the_outside_default() -> None:
+    """The hint named --outside's default (198.18.0.0/24) for --subnet too: taking it, the demo then refuses
+    --subnet for overlapping the default --outside."""
+    proc = subprocess.run([sys.executable, "-m", "cniplug", "demo", "--prefix", "qa3j", "--subnet", "127.0.0.0/24",
+                           "--outside", "10.228.35.0/24"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "--subnet 127.0.0.0/24 is in use on this host" in proc.stderr, proc.stderr
+    assert "198.18.0.0/24" not in proc.stderr, proc.stderr
