@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -313,8 +314,8 @@ def dispatch(argv: list[str]) -> int:
     if args.cmd == "demo":
         import cniplug.lab.demo as demo
 
-        if not args.prefix or len(args.prefix) > 7 or not args.prefix.replace("-", "").isalnum():
-            raise UsageError(f"--prefix {args.prefix!r}: 1-7 letters, digits or '-'")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,6}", args.prefix):  # ASCII: names are counted in bytes
+            raise UsageError(f"--prefix {args.prefix!r}: 1-7 letters, digits or '-', not starting with '-'")
         return demo.main(args.subnet or "10.244.250.0/24", args.keep, args.prefix, args.lang, args.outside)
     if args.cmd == "helper":
         import cniplug.helper as helper

@@ -120,7 +120,7 @@ def has_ipv6() -> bool:
 
 
 def sysctl(key: str) -> str | None:
-    """Value of a host sysctl ('net.ipv4.ip_forward', or the slash form 'net/ipv4/conf/eth0.1/forwarding'),
+    """Value of a host sysctl ('net.ipv4.ip_forward', or with slashes 'net/ipv4/conf/eth0.1/forwarding'),
     None if it does not exist."""
     try:
         with open("/proc/sys/" + (key if "/" in key else key.replace(".", "/"))) as f:

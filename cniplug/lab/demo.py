@@ -51,7 +51,9 @@ def main(subnet: str, keep: bool, prefix: str = "cnidemo", lang: str = "en", out
         print("cniplug demo: needs root (it creates a network namespace and a bridge)", file=sys.stderr)
         return 1
     tools = {name: runner.which(name) for name in ("ip", "ping", "iptables")}
-    outside_net.check_pair(subnet, outside, mine=prefix)
+    # Nothing of this run exists yet, so no route on the host is its own ("/" starts no link name): a link
+    # named with the same prefix is an earlier demo's (`--keep`), and its subnet is taken.
+    outside_net.check_pair(subnet, outside, mine="/")
     tag = f"{prefix}{os.getpid() % 10000}"  # at most 11 characters: "-out" makes 15
     data_dir = tempfile.mkdtemp(prefix="cniplug-demo-")
     sys.stdout = SafeOutput(sys.stdout)  # a closed pipe (`| head`) must not stop the clean-up

@@ -56,7 +56,8 @@ def check(subnet: str, mine: str, flag: str = "--outside") -> ipaddress.IPv4Netw
             continue
         if other.overlaps(net) and not str(route.get("dev", "")).startswith(mine):
             raise CNIError(ERR_INVALID_CONFIG, f"{flag} {subnet} is in use on this host: route {dst} dev "
-                           f"{route.get('dev')}", f"choose another {flag} (default {DEFAULT})")
+                           f"{route.get('dev')}", f"choose another {flag}"
+                           + (f" (default {DEFAULT})" if flag == "--outside" else ""))
     for server in nameservers():
         try:
             if ipaddress.ip_address(server) in net:

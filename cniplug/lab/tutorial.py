@@ -303,7 +303,10 @@ def run(parsed: script.Script, prefix: str, subnets: list[str], lang: str = "en"
             if step_mode and not sys.stdin.isatty() and i == 1:
                 print("# --step needs a terminal on stdin: running without pauses", file=out)
             if step_mode and sys.stdin.isatty():
-                answer = input(f"[{i}/{total}] {' '.join(step.argv)}   Enter: run it, q: stop and clean up > ")
+                try:
+                    answer = input(f"[{i}/{total}] {' '.join(step.argv)}   Enter: run it, q: stop and clean up > ")
+                except EOFError:  # Ctrl-D: as q
+                    answer = "q"
                 if answer.strip().lower() == "q":
                     raise Interrupted("q")
             # A signal between running a step and recording its undo would lose the undo: hold them here.

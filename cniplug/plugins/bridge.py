@@ -232,7 +232,11 @@ def gateway_of(ip: dict[str, Any], cfg: BridgeConfig) -> str:
         return str(ip["gateway"])
     if not cfg.is_gateway:
         return ""
-    return str(next(ipaddress.ip_interface(ip["address"]).network.hosts()))
+    gw = common.first_other_host(ip["address"])
+    if not gw:
+        raise CNIError(ERR_INVALID_CONFIG, f"isGateway: the subnet of {ip['address']} has no address for the gateway",
+                       "give the address a shorter prefix, or the IPAM a gateway")
+    return gw
 
 
 def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None,
@@ -261,8 +265,8 @@ def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None
         result["dns"] = req.config["dns"]
 
     exists = facts.link_exists(cfg.bridge)
-    ipv6 = facts.has_ipv6()
-    accept_ra_old = facts.sysctl(common.conf_key("ipv6", cfg.bridge, "accept_ra")) if exists else None
+    ipv6 = facts.has_ipv6() and not 0 < cfg.mtu < common.IPV6_MIN_MTU
+    accept_ra_old = facts.sysctl(common.conf_key(6, cfg.bridge, "accept_ra")) if exists else None
     bridge_up = exists and bool(facts.link_flags(cfg.bridge) & facts.IFF_UP)
     # With vlan, the gateway addresses go on the VLAN's gateway interface <bridge>.<vlan>, not on the bridge.
     vlan_gw = None
@@ -299,25 +303,26 @@ def plan_add(req: Request, cfg: BridgeConfig, ipam_result: dict[str, Any] | None
 
     sysctls: list[tuple[str, Any]] = []
     if 4 in families:
-        sysctls.append((common.conf_key("ipv4", req.ifname, "arp_notify"), 1))
+        sysctls.append((common.conf_key(4, req.ifname, "arp_notify"), 1))
     if 6 in families:
-        sysctls.append((common.conf_key("ipv6", req.ifname, "disable_ipv6"), 0))
+        sysctls.append((common.conf_key(6, req.ifname, "disable_ipv6"), 0))
     if ips and ipv6:
         # As the reference: DAD off unless asked for, also on IPv4-only networks (the link-local address
         # would otherwise see its own probes reflected by a hairpin port and go dadfailed).
         if cfg.enable_dad:
-            sysctls += [(common.conf_key("ipv6", req.ifname, "enhanced_dad"), 1),
-                        (common.conf_key("ipv6", req.ifname, "accept_dad"), 1)]
+            sysctls += [(common.conf_key(6, req.ifname, "enhanced_dad"), 1),
+                         (common.conf_key(6, req.ifname, "accept_dad"), 1)]
         else:
-            sysctls.append((common.conf_key("ipv6", req.ifname, "accept_dad"), 0))
+            sysctls.append((common.conf_key(6, req.ifname, "accept_dad"), 0))
     trunk = cfg.vlan_trunk or []
     context = {
         "bridge": {"name": cfg.bridge, "create": not exists, "mtu": cfg.mtu,
                    "vlan_filtering": bool(cfg.vlan) or cfg.vlan_trunk is not None,
                    "mac": common.random_mac() if not exists else "", "promisc": cfg.promisc and not (
                        exists and facts.link_flags(cfg.bridge) & facts.IFF_PROMISC),
-                   "accept_ra_set": ipv6 and accept_ra_old != "0", "accept_ra_old": accept_ra_old,
-                   "accept_ra_key": common.conf_key("ipv6", cfg.bridge, "accept_ra"),
+                   "accept_ra_set": ipv6 and accept_ra_old != "0" and (accept_ra_old is not None or not exists),
+                   "accept_ra_old": accept_ra_old,
+                   "accept_ra_key": common.conf_key(6, cfg.bridge, "accept_ra"),
                    "up": bridge_up,
                    # A bridge whose MAC was never set takes its lowest port's: pin it, as the reference does.
                    "pin_mac": facts.mac_of(cfg.bridge) if exists and cfg.is_gateway and not vlan_gw

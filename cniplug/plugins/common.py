@@ -65,6 +65,26 @@ def host_veth_name() -> str:
     return "veth" + os.urandom(4).hex()
 
 
+IPV6_MIN_MTU = 1280  # below it the kernel takes IPv6 off a link, /proc/sys/net/ipv6/conf/DEV included
+
+
+def first_other_host(address: str) -> str:
+    """The first host address of ADDRESS's subnet that is not ADDRESS itself (the gateway a plugin picks when
+    IPAM gave none), "" when there is none (a /32 or /128). `hosts()` is a list, not an iterator, for those."""
+    iface = ipaddress.ip_interface(address)
+    for host in iter(iface.network.hosts()):
+        if host != iface.ip:
+            return str(host)
+    return ""
+
+
+def conf_key(family: int, dev: str, name: str) -> str:
+    """The sysctl key of a per-interface setting: `net.ipv4.conf.DEV.NAME`, or with slashes when DEV has a dot
+    (a VLAN `eth0.100`), which sysctl would otherwise read as a separator."""
+    parts = ("net", f"ipv{family}", "conf", dev, name)
+    return "/".join(parts) if "." in dev else ".".join(parts)
+
+
 def random_mac() -> str:
     """A random unicast, locally administered MAC."""
     b = bytearray(os.urandom(6))
@@ -423,12 +443,6 @@ def flock_with_timeout(fd: int, timeout: float, busy: str, shared: bool = False)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def conf_key(family: str, name: str, leaf: str) -> str:
-    """The sysctl key net.<family>.conf.<name>.<leaf> for `sysctl -w` and facts.sysctl. sysctl reads a dotted
-    key's dots as separators, so for a name with a dot (a VLAN-style `eth0.1`) it is the slash form."""
-    return f"net/{family}/conf/{name}/{leaf}" if "." in name else f"net.{family}.conf.{name}.{leaf}"
 
 
 def forwarding_plan(families: Iterable[int]) -> dict[str, Any] | None:

@@ -26,7 +26,7 @@ def parse_config(req: Request) -> tuple[bool, int]:
 
 def gateway_for(ip: dict[str, Any]) -> str:
     iface = ipaddress.ip_interface(ip["address"])
-    gw = ip.get("gateway") or str(next(iface.network.hosts()))
+    gw = ip.get("gateway") or common.first_other_host(ip["address"]) or str(iface.ip)
     if gw == str(iface.ip):
         raise CNIError(ERR_INVALID_CONFIG, f"ptp needs a gateway other than the container address {ip['address']}")
     return str(gw)
@@ -68,7 +68,7 @@ def plan_add(req: Request, ip_masq: bool, mtu: int, ipam_result: dict[str, Any],
     context = {
         "forwarding": forwarding,
         "veth": {"host": host_veth, "peer": req.ifname, "netns": req.netns, "mtu": mtu, "mac": mac,
-                 "accept_ra": facts.has_ipv6()},
+                 "accept_ra": facts.has_ipv6() and not 0 < mtu < common.IPV6_MIN_MTU},
         "container": {"ip": facts.ns_ip(req.netns), "addrs": addrs, "routes": common.routes_with_gateways(result),
                       "p2p": p2p},
         "host": host,
