@@ -240,10 +240,10 @@ class Demo:
 
                     Path(lock_path(self.bridge)).unlink(missing_ok=True)
                 wait_gone(self.tag)
-                print("cleaned up: namespaces, bridge, NAT chain, IPAM reservations and the outside stand-in")
+                print(say("cleaned_up", self.lang))
             else:
                 self.print_removal()
-        print("\ndemo " + ("passed" if ok else "FAILED"))
+        print("\n" + say("passed" if ok else "failed", self.lang))
         return 0 if ok else 1
 
 

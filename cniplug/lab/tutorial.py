@@ -188,19 +188,19 @@ def where_is(link: str, prefix: str) -> str:
     return ""
 
 
-def undo_all(undo: list[list[str]], out: TextIO, prefix: str) -> None:
+def undo_all(undo: list[list[str]], out: TextIO, prefix: str, lang: str = "en") -> None:
     """Run undo commands in reverse and say what really happened to each."""
     for argv in reversed(undo):
         result = runner.execute(argv)
         if result.rc == 0:
-            say(out, f"  {' '.join(argv)}  -> ok")
+            say(out, f"  {' '.join(argv)}  -> {i18n.text('lab_ok', lang)}")
             continue
         why = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.rc}"
         if argv[:3] == ["ip", "link", "delete"] and "Cannot find device" in why:
             ns = where_is(argv[3], prefix)
-            why = (f"{argv[3]} is in namespace {ns} now: it goes when that namespace is deleted" if ns
-                   else f"{argv[3]} is gone already (a veth goes with its peer)")
-        say(out, f"  {' '.join(argv)}  -> not done: {why}")
+            why = (i18n.text("lab_moved", lang, link=argv[3], ns=ns) if ns
+                   else i18n.text("lab_gone_with_peer", lang, link=argv[3]))
+        say(out, f"  {' '.join(argv)}  -> " + i18n.text("lab_not_done", lang, why=why))
 
 
 def wait_gone(prefix: str, timeout: float = 10.0) -> list[str]:
@@ -256,11 +256,11 @@ def clean(prefix: str, out: TextIO = sys.stdout) -> int:
     return 0 if not left else 1
 
 
-def show_topology(out: TextIO, state: kernel.State, shown: list[str]) -> list[str]:
+def show_topology(out: TextIO, state: kernel.State, shown: list[str], lang: str = "en") -> list[str]:
     """Print the topology when it differs from the last one shown (and joins something); returns it."""
     picture = kernel.topology(state)
     if picture != shown and any("<==" in line or "--port of-->" in line for line in picture):
-        print("    topology now:", file=out)
+        print("    " + i18n.text("lab_topology_now", lang), file=out)
         print("\n".join("      " + line for line in picture), file=out)
         return picture
     return shown
@@ -284,7 +284,7 @@ def run(parsed: script.Script, prefix: str, subnets: list[str], lang: str = "en"
         shown_topology: list[str] = []
         for i, step in enumerate(parsed.steps, 1):
             if step.note:
-                shown_topology = show_topology(out, before, shown_topology)
+                shown_topology = show_topology(out, before, shown_topology, lang)
                 print("\n" + "\n".join(f"# {line}" for line in step.note.splitlines()), file=out)
             left_out = [name for name in breaks if BREAKS[name](step.argv)]
             if left_out:
@@ -322,11 +322,11 @@ def run(parsed: script.Script, prefix: str, subnets: list[str], lang: str = "en"
             is_ping = "ping" in step.argv
             if result.rc != 0 and re.search(r'exec of "[^"]+" failed: No such file', result.stderr):
                 result.rc = 127  # `ip netns exec` could not find the tool: the same as the shell's 127
-            status = "ok" if result.rc == 0 else f"FAILED (exit {result.rc})"
+            status = i18n.text("lab_ok", lang) if result.rc == 0 else i18n.text("lab_failed", lang, rc=result.rc)
             if step.tolerant and result.rc != 0:
-                status = "nothing to do"
+                status = i18n.text("lab_nothing_to_do", lang)
             elif step.observe and result.rc == 127:
-                status = "not installed here"
+                status = i18n.text("lab_not_installed", lang)
             print(f"[{i}/{total}] {' '.join(step.argv)}  -> {status}", file=out)
             if (step.observe and result.rc != 127) or (is_ping and result.stdout):
                 text = result.stdout.rstrip() or result.stderr.rstrip()
@@ -351,7 +351,7 @@ def run(parsed: script.Script, prefix: str, subnets: list[str], lang: str = "en"
                 for line in kernel.changes(before, after):
                     print(f"    {line}", file=out)
                 before = after
-        show_topology(out, before, shown_topology)
+        show_topology(out, before, shown_topology, lang)
         from cniplug.lab import show
 
         print("\n# The whole topology before the clean-up (cniplug show --prefix " + prefix + "):", file=out)
@@ -365,12 +365,13 @@ def run(parsed: script.Script, prefix: str, subnets: list[str], lang: str = "en"
     finally:
         for sig in old:
             signal.signal(sig, signal.SIG_IGN)  # the clean-up itself is not interrupted
-        say(out, "\n# Clean up: undo every step in reverse")
-        undo_all(done_undo, out, prefix)
+        say(out, "\n" + i18n.text("lab_clean_up", lang))
+        undo_all(done_undo, out, prefix, lang)
         left = wait_gone(prefix)
         if not left:
             journal.remove()
-        say(out, "# everything the lab made is gone" if not left else f"# still there: {', '.join(left)}")
+        say(out, i18n.text("lab_all_gone", lang) if not left else
+            i18n.text("lab_still_there", lang, names=", ".join(left)))
         for sig, handler in old.items():
             signal.signal(sig, handler)
     if breaks:
@@ -439,5 +440,5 @@ def main(example: int, lang: str, prefix: str, subnet: str, do_run: bool, step_m
         return 1
     print(parsed.header.rstrip())
     ok = run(parsed, prefix, subnets_of(example, subnet, outside), lang, step_mode=step_mode, breaks=breaks)
-    print(f"\ntutorial example {example}: {'passed' if ok else 'FAILED'}")
+    print("\n" + i18n.text("tut_passed" if ok else "tut_failed", lang, n=example))
     return 0 if ok else 1

@@ -38,6 +38,7 @@ def test_demo_tells_the_story_and_cleans_up(lang: str) -> None:
     assert "<->" in out and ("veth pairs:" in out or "veth pair:" in out)  # the topology
     if lang == "zh":
         assert "运行时交给" in out and "# 创建网桥" in out
+        assert "已清理：" in out and "演示通过 (demo passed)" in out and "cleaned up:" not in out
     assert leftovers(prefix) == ([], [], 0)
 
 
