@@ -147,6 +147,8 @@ def check_mac(value: str, field: str) -> str:
         raise CNIError(ERR_INVALID_CONFIG, f"invalid MAC address in {field}: {value!r}")
     if int(parts[0], 16) & 1:
         raise CNIError(ERR_INVALID_CONFIG, f"MAC address in {field} is multicast: {value!r}")
+    if all(int(p, 16) == 0 for p in parts):  # the kernel refuses it for a link (EADDRNOTAVAIL)
+        raise CNIError(ERR_INVALID_CONFIG, f"MAC address in {field} is all zeros: {value!r}")
     return value.lower()
 
 
