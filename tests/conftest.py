@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,13 @@ def run_plugin(plugin: str, command: str, config: dict[str, Any] | bytes, *, net
     proc = subprocess.run(argv + (["--dry-run"] if dry_run else []), input=raw, env=environ,
                           capture_output=True, timeout=60)
     return PluginRun(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+
+def install_wrappers(path: Path) -> Path:
+    """`cniplug install --no-auto-helper` of this checkout into `path`, a test's own bin dir; returns `path`."""
+    subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(path), "--no-auto-helper"], check=True,
+                   capture_output=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    return path
 
 
 def sh(*argv: str, check: bool = True) -> str:

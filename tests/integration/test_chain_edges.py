@@ -22,6 +22,7 @@ import pytest
 from tcr_netstate import in_host, run_in_host
 
 from cniplug.net import container_id_of
+from tests.conftest import install_wrappers
 
 pytestmark = pytest.mark.root
 
@@ -42,10 +43,7 @@ def host(make_netns: Callable[..., str]) -> Callable[[int], str]:
 
 @pytest.fixture(scope="module")
 def bin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("qa1bin")
-    subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(path), "--no-auto-helper"], check=True,
-                   capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    return path
+    return install_wrappers(tmp_path_factory.mktemp("qa1bin"))
 
 
 @pytest.fixture

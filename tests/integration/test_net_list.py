@@ -27,6 +27,7 @@ import pytest
 from cniplug.net import container_id_of
 from cniplug.plugins.bridge import lock_path
 from cniplug.plugins.common import chain_name
+from tests.conftest import install_wrappers
 
 pytestmark = pytest.mark.root
 
@@ -41,10 +42,7 @@ def ipj(*argv: str) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def bin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("tntbin")
-    subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(path), "--no-auto-helper"], check=True,
-                   capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    return path
+    return install_wrappers(tmp_path_factory.mktemp("tntbin"))
 
 
 @pytest.fixture(scope="module")

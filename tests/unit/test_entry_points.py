@@ -25,6 +25,7 @@ import pytest
 from cniplug import bench, cli, fastpath, helper, runner
 from cniplug.lab import tutorial
 from cniplug.runner import Completed
+from tests.conftest import install_wrappers
 
 PLUGINS = list(cli.PLUGINS)
 ROOT = str(Path(__file__).resolve().parents[2])
@@ -50,10 +51,7 @@ def config(plugin: str, tmp_path: Path, version: str = "1.0.0") -> bytes:
 
 @pytest.fixture(scope="module")
 def bin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("bin")
-    subprocess.run([sys.executable, "-m", "cniplug", "install", "--bin-dir", str(path), "--no-auto-helper"], check=True,
-                   capture_output=True, env={**os.environ, "PYTHONPATH": ROOT})
-    return path
+    return install_wrappers(tmp_path_factory.mktemp("bin"))
 
 
 def plugin_argv(plugin: str, entry: str, bin_dir: Path) -> list[str]:
