@@ -413,7 +413,16 @@ class Bench:
         return rows
 
     def stop_auto_helper(self) -> None:
-        """End the helper our install's first call started (its pid from its status record), if it runs."""
+        """End the helper our install's first call started (its pid from its status record), if it runs, and
+        remove the lock and log files it leaves in /run/cniplug (cli.forget_helpers: only our bin dir's)."""
+        from cniplug import cli
+
+        try:
+            self.end_auto_helper()
+        finally:
+            cli.forget_helpers(str(self.bin_dir), keep="")
+
+    def end_auto_helper(self) -> None:
         try:
             info = json.loads(Path(self.auto_socket() + ".json").read_text())
             pid = int(info["pid"])

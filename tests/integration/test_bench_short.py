@@ -36,7 +36,7 @@ def out(*argv: str) -> str:
     return subprocess.run(list(argv), capture_output=True, text=True, check=True).stdout
 
 
-@pytest.mark.parametrize("mode", [[], ["--helper"]], ids=["standalone", "helper"])
+@pytest.mark.parametrize("mode", [[], ["--helper"], ["--auto"]], ids=["standalone", "helper", "auto"])
 def test_bench_short_runs_prints_every_row_and_cleans_up(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                         mode: list[str]) -> None:
     report = tmp_path / "bench.json"
@@ -48,15 +48,18 @@ def test_bench_short_runs_prints_every_row_and_cleans_up(tmp_path: Path, capsys:
     split = [f"{what}: {part} [ms]" for what in ("bridge ADD @0", "ptp ADD")
              for part in ("in the helper's child", "client + socket")]
     expected = SHORT_ROWS[:9] + split + SHORT_ROWS[9:] if mode else SHORT_ROWS
+    first = ["first ADD after install [ms]", "first DEL after install [ms]"] if mode == ["--auto"] else []
+    expected = first + expected
     for row in split if mode else []:  # where the time goes, from what the helper's child reports
         line = next((line for line in table if line.startswith(row)), "")
         assert line.endswith(" -") and float(line.split()[len(row.split()) + 1]) > 0, f"{row!r}: {line!r}"
-    for row in SHORT_ROWS:
+    for row in first + SHORT_ROWS:
         lines = [line for line in table if line.startswith(row)]
         assert len(lines) == 1, f"row {row!r} missing from\n{stdout}"
         # Issue #14's targets: through a helper every row has one; standalone only ADD (<= 2.0), with the
         # limits on peak RSS and dry-run time that hold in both.
-        judged = bool(mode) or " ADD [" in row or " ADD @" in row or row.startswith(("peak RSS", "dry-run"))
+        judged = (bool(mode) or " ADD [" in row or " ADD @" in row or row.startswith(("peak RSS", "dry-run"))) \
+            and not row.startswith("first DEL")
         if judged:
             assert lines[0].endswith(" met"), f"row {row!r} has no target verdict: {lines[0]!r}"
         else:
@@ -83,3 +86,6 @@ def test_bench_short_runs_prints_every_row_and_cleans_up(tmp_path: Path, capsys:
         assert bench.NET_PREFIX not in nat, f"{tool}: rules of our networks remain"
         assert not [c for c in chains if c in nat], f"{tool}: NAT chains of our containers remain"
     assert not Path(doc["workdir"]).exists(), "the temporary directory (wrappers, IPAM dataDirs) remains"
+    # --auto: the helper our install's first call started is gone, and so are its lock and log files.
+    for lock in Path("/run/cniplug").glob("helper-3-*.sock.lock"):
+        assert not lock.read_text().startswith(doc["workdir"]), f"{lock} (and its log) remain"
