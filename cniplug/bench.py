@@ -22,7 +22,6 @@ import math
 import os
 import platform
 import re
-import shlex
 import shutil
 import signal
 import statistics
@@ -40,6 +39,7 @@ from types import FrameType
 from typing import IO, Any
 
 from cniplug import __version__
+from cniplug.facts import iptables_words
 from cniplug.fastpath import STATS_ENV
 from cniplug.plugins.bridge import lock_path
 from cniplug.plugins.common import chain_name
@@ -774,7 +774,7 @@ def remove_chains(chains: set[str]) -> None:
         lines = run_quiet(f"{tool}-save", "-t", "nat").stdout.splitlines()
         existing = {line[1:].split()[0] for line in lines if line.startswith(":")}
         doomed = chains & existing
-        rules = [shlex.split(line) for line in lines if line.startswith("-A ")]
+        rules = [iptables_words(line) for line in lines if line.startswith("-A ")]
         for words in rules:
             if words[-2:-1] == ["-j"] and words[-1].startswith("CNI-") and is_ours(words, chains):
                 doomed.add(words[-1])
@@ -803,7 +803,7 @@ def remove_portmap_shared() -> None:
         if any(line.startswith(f"-A {PORTMAP_SHARED[0]} ") for line in lines):
             continue
         for line in lines:
-            words = shlex.split(line) if line.startswith("-A ") else []
+            words = iptables_words(line) if line.startswith("-A ") else []
             if words and words[1] in ("PREROUTING", "OUTPUT", "POSTROUTING") and words[-1] in PORTMAP_SHARED:
                 run_quiet(tool, "-w", "-t", "nat", "-D", *words[1:])
         for chain in PORTMAP_SHARED:

@@ -243,6 +243,38 @@ def iptables_rules(family: int, table: str, chain: str) -> list[str]:
     raise probe_error(result)
 
 
+def iptables_words(line: str) -> list[str]:
+    """An `iptables -S` / `iptables-save` line -> its words; [] for a line cut short (an open quote).
+
+    iptables (xtables_save_string) puts a word that is not all letters, digits, '_' and '-' in double quotes,
+    with a backslash before each ", \\ and ' in it; shlex would keep the backslash before ' (a portmap
+    conditionsV4 comment "don't" came back as don\\'t, and DEL missed its rule). Every reader of iptables'
+    rules goes through here."""
+    words: list[str] = []
+    chars: list[str] = []
+    started = quoted = escaped = False
+    for ch in line:
+        if escaped:
+            chars.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = started = True
+        elif ch == '"':
+            quoted, started = not quoted, True
+        elif ch.isspace() and not quoted:
+            if started:
+                words.append("".join(chars))
+            chars, started = [], False
+        else:
+            chars.append(ch)
+            started = True
+    if quoted or escaped:
+        return []
+    if started:
+        words.append("".join(chars))
+    return words
+
+
 # rtnetlink, just enough to list addresses (linux/netlink.h, linux/rtnetlink.h, linux/if_addr.h).
 _NLMSG = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, seq, pid
 _IFADDRMSG = struct.Struct("=BBBBI")  # ifaddrmsg: family, prefixlen, flags, scope, ifindex

@@ -42,8 +42,7 @@ def parse(argv: list[str]) -> tuple[str, list[tuple[str, str]]] | None:
         netns, argv = argv[1][len("--net="):], argv[2:]
     if argv[:2] != ["sysctl", "-w"] or len(argv) < 3 or not all(_WORD.fullmatch(w) for w in argv[2:]):
         return None
-    settings = [tuple(w.split("=", 1)) for w in argv[2:]]
-    return netns, [(k, v) for k, v in settings]
+    return netns, [(key, value) for key, _, value in (w.partition("=") for w in argv[2:])]
 
 
 def write(settings: list[tuple[str, str]]) -> tuple[int, str, str]:

@@ -50,8 +50,8 @@ def execute(argv: list[str], stdin: str | None = None) -> Completed:
     effect, output and exit status (procsys.py); the command must still be installed, as the script
     printed by --dry-run needs it."""
     path = which(argv[0])
-    if stdin is None and argv[0] in ("sysctl", "nsenter"):
-        which("sysctl")
+    if stdin is None and argv[0] in ("sysctl", "nsenter") and procsys.parse(argv) is not None:
+        which("sysctl")  # as `nsenter ... sysctl` would need it (an `nsenter ... ip` does not)
         done = procsys.carry_out(argv)
         if done is not None:
             return Completed(argv=argv, rc=done[0], stdout=done[1], stderr=done[2])

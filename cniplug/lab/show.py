@@ -287,10 +287,7 @@ def parse_nat(lines: list[str]) -> list[NatChain]:
     chains: dict[str, NatChain] = {}
     rules: dict[str, list[str]] = {}
     for line in lines:
-        try:
-            words = shlex.split(line)
-        except ValueError:
-            continue
+        words = facts.iptables_words(line)
         if len(words) < 2 or words[0] != "-A":
             continue
         if words[1] != "POSTROUTING":

@@ -28,11 +28,11 @@ import json
 import logging
 import os
 import re
-import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
 from cniplug import render, runner, script
+from cniplug.facts import iptables_words
 from cniplug.node.model import NodeInfo
 from cniplug.spec import ERR_INVALID_CONFIG, CNIError
 
@@ -203,13 +203,6 @@ def subnet_of_conflist(text: str | None) -> str:
     return ""
 
 
-def _words(line: str) -> list[str]:
-    try:
-        return shlex.split(line)
-    except ValueError:
-        return []
-
-
 def nat_plan(facts: Facts, settings: Settings) -> dict[str, Any]:
     """The nat steps: create the chain, make its rules exactly [the ACCEPT rule], and have POSTROUTING
     jump to it before any jump to a CNI- chain (the masquerade chains of cniplug-bridge and the reference).
@@ -218,7 +211,7 @@ def nat_plan(facts: Facts, settings: Settings) -> dict[str, Any]:
     cluster = str(ipaddress.ip_network(settings.cluster_cidr))
     rule = ["-s", cluster, "-d", cluster, "-m", "comment", "--comment", RULE_COMMENT, "-j", "ACCEPT"]
     jump = ["-m", "comment", "--comment", JUMP_COMMENT, "-j", settings.chain]
-    lines = [_words(line) for line in facts.nat]
+    lines = [iptables_words(line) for line in facts.nat]
     exists = ["-N", settings.chain] in lines
     rules = [w[2:] for w in lines if w[:2] == ["-A", settings.chain]]
     post = [w[2:] for w in lines if w[:2] == ["-A", "POSTROUTING"]]
@@ -306,7 +299,7 @@ def uninstall_plan(facts: Facts, settings: Settings) -> str:
     config list); every step tolerant, as a CNI DEL is. ip_forward stays (pods may still need it)."""
     proto = str(settings.route_proto)
     nat = nat_plan(Facts(nat=()), settings)
-    lines = [_words(line) for line in facts.nat]
+    lines = [iptables_words(line) for line in facts.nat]
     jumps = [w[2:] for w in lines if w[:2] == ["-A", "POSTROUTING"] and w[-2:] == ["-j", settings.chain]]
     body = render.render("node/uninstall.sh.j2", routes=[r for r in facts.routes if r.protocol == proto],
                          proto=proto, chain=nat["chain"], jumps=jumps,

@@ -215,7 +215,7 @@ def masq_teardown(req: Request) -> list[dict[str, Any]]:
     for family, tool in ((4, "iptables"), (6, "ip6tables")):
         if not nft.installed(tool):  # nothing can have been made with it (the nftables backend, issue #13)
             continue
-        jumps = [shlex.split(line)[2:] for line in facts.iptables_rules(family, "nat", "POSTROUTING")
+        jumps = [facts.iptables_words(line)[2:] for line in facts.iptables_rules(family, "nat", "POSTROUTING")
                  if line.startswith("-A POSTROUTING ") and line.endswith(f"-j {chain}")]
         # A jump means the chain exists; only without one is the chain itself looked up.
         if jumps or f"-N {chain}" in facts.iptables_rules(family, "nat", chain):
@@ -295,7 +295,7 @@ def gc_masq(req: Request) -> str | None:
             for line in lines:
                 if not line.startswith("-A POSTROUTING "):
                     continue
-                words = shlex.split(line)
+                words = facts.iptables_words(line)
                 if "--comment" not in words or words[-2] != "-j" or not words[-1].startswith("CNI-"):
                     continue
                 m = _COMMENT.match(words[words.index("--comment") + 1])

@@ -107,7 +107,7 @@ def _rules(lines: list[str], chain: str) -> list[list[str]]:
     out = []
     for line in lines:
         if line.startswith(f"-A {chain} "):
-            out.append(shlex.split(line)[2:])
+            out.append(facts.iptables_words(line)[2:])
     return out
 
 

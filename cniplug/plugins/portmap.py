@@ -294,35 +294,6 @@ def entry_rules(cfg: Config, chain: str, comment: str, family: int) -> list[list
 _DNAT_COMMENT = re.compile(r'^dnat name: "(?P<name>[^"]*)" id: "(?P<id>[^"]*)"$')
 
 
-def _words(line: str) -> list[str]:
-    """An `iptables -S` line -> its words. iptables (xtables_save_string) puts a word that is not all letters,
-    digits, '_' and '-' in double quotes, with a backslash before each ", \\ and ' in it; shlex would keep the
-    backslash before ' (a conditionsV4 comment "don't" came back as don\\'t, and DEL missed its rule)."""
-    words: list[str] = []
-    chars: list[str] = []
-    started = quoted = escaped = False
-    for ch in line:
-        if escaped:
-            chars.append(ch)
-            escaped = False
-        elif ch == "\\":
-            escaped = started = True
-        elif ch == '"':
-            quoted, started = not quoted, True
-        elif ch.isspace() and not quoted:
-            if started:
-                words.append("".join(chars))
-            chars, started = [], False
-        else:
-            chars.append(ch)
-            started = True
-    if quoted or escaped:
-        return []
-    if started:
-        words.append("".join(chars))
-    return words
-
-
 def find_conflicts(cfg: Config, family: int, chain: str, dnat_lines: list[str]) -> list[str]:
     """Host ports of this request already forwarded to another container's chain in this family.
 
@@ -333,7 +304,7 @@ def find_conflicts(cfg: Config, family: int, chain: str, dnat_lines: list[str]) 
     found: list[str] = []
     checked: dict[str, list[str]] = {}
     for line in dnat_lines:
-        words = _words(line)
+        words = facts.iptables_words(line)
         if words[:2] != ["-A", DNAT_CHAIN] or "-j" not in words:
             continue
         target = words[words.index("-j") + 1]
@@ -348,7 +319,7 @@ def find_conflicts(cfg: Config, family: int, chain: str, dnat_lines: list[str]) 
             if target not in checked:
                 checked[target] = facts.iptables_rules(family, "nat", target)
             for rule in checked[target]:
-                r = _words(rule)
+                r = facts.iptables_words(rule)
                 if "DNAT" not in r or "--dport" not in r or "-p" not in r:
                     continue
                 host_ip = r[r.index("-d") + 1].split("/")[0] if "-d" in r else ""
@@ -489,8 +460,9 @@ def add(req: Request) -> dict[str, Any] | str | None:
             old = facts.iptables_rules(family, "nat", chain)  # an earlier ADD's: put back if this one fails
             families.append({
                 "tool": TOOLS[family], "family": family, "shared": shared,
-                "chain_exists": bool(old), "old_rules": [_words(x)[2:] for x in old if x.startswith(f"-A {chain} ")],
-                "stale_entries": [_words(x)[2:] for x in stale],
+                "chain_exists": bool(old),
+                "old_rules": [facts.iptables_words(x)[2:] for x in old if x.startswith(f"-A {chain} ")],
+                "stale_entries": [facts.iptables_words(x)[2:] for x in stale],
                 "rules": rules_for(cfg, chain, family, ip), "entries": entry_rules(cfg, chain, comment, family),
             })
         if conflicts:
@@ -513,7 +485,7 @@ def teardown(req: Request, network: str, container_id: str) -> list[dict[str, An
     for family in (4, 6):
         if family == 6 and not facts.has_ipv6() or not nft.installed(TOOLS[family]):
             continue  # nothing can be there: DEL must not fail for it
-        entries = [_words(x)[2:] for x in facts.iptables_rules(family, "nat", DNAT_CHAIN)
+        entries = [facts.iptables_words(x)[2:] for x in facts.iptables_rules(family, "nat", DNAT_CHAIN)
                    if x.startswith(f"-A {DNAT_CHAIN} ") and x.endswith(f"-j {chain}")]
         exists = bool(facts.iptables_rules(family, "nat", chain))
         if entries or exists:
@@ -677,14 +649,14 @@ def check_nft(req: Request, cfg: Config, ips: dict[int, Any]) -> None:
 
 def _is_dnat(line: str, m: Mapping, to: str) -> bool:
     """Is this `iptables -S` line the DNAT rule of mapping m to `to`?"""
-    w = _words(line)
+    w = facts.iptables_words(line)
     return ("DNAT" in w and _after(w, "-p") == m.protocol and _after(w, "--dport") == str(m.host_port)
             and _after(w, "--to-destination") == to and _after(w, "-d").split("/")[0] == m.host_ip)
 
 
 def _sends(line: str, m: Mapping) -> bool:
     """Does this CNI-HOSTPORT-DNAT entry rule cover mapping m's protocol and host port?"""
-    w = _words(line)
+    w = facts.iptables_words(line)
     return _after(w, "-p") == m.protocol and str(m.host_port) in _after(w, "--dports").split(",")
 
 
@@ -703,7 +675,7 @@ def gc(req: Request) -> str | None:
             if family == 6 and not facts.has_ipv6():
                 continue
             for line in facts.iptables_rules(family, "nat", DNAT_CHAIN):
-                words = _words(line)
+                words = facts.iptables_words(line)
                 if words[:2] != ["-A", DNAT_CHAIN] or "--comment" not in words or words[-2] != "-j":
                     continue
                 comment = words[words.index("--comment") + 1]

@@ -98,7 +98,7 @@ def render_case(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path:
 PROBES = {"link_exists", "is_bridge", "link_flags", "sysctl", "addresses", "iptables_rules", "netns_alive", "ip_json",
           "mac_of", "addr_assign_type", "ifindex_of", "master_of", "host_addresses", "has_ipv6", "check_netns",
           "ns_sysctls", "veth_peer_ifindex", "link_name", "link_mtu", "tc_json"}
-PURE = {"ns_ip", "ns_exec", "probe_error"}  # no probe: computed from their arguments
+PURE = {"ns_ip", "ns_exec", "probe_error", "iptables_words"}  # no probe: computed from their arguments
 
 
 def test_fake_facts_replace_every_probe(monkeypatch: pytest.MonkeyPatch) -> None:
